@@ -1,0 +1,1 @@
+"""EZ-VSL: Localizing Visual Sounds the Easy Way (Mo & Morgado, ECCV 2022)."""

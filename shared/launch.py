@@ -1,0 +1,108 @@
+"""Run a project's ``main(cfg)`` in this process, under torchrun, or on SLURM through submitit.
+
+    python -m shared.launch --entry projects.ezvsl.train --config CFG.yaml [key=value ...]
+    python -m shared.launch --entry projects.ezvsl.train --config CFG.yaml --cluster slurm \
+        --partition gpu --nodes 1 --gpus-per-node 4 --time-min 720 [key=value ...]
+
+Each project's ``python -m projects.<name>.train`` is this same CLI with ``--entry`` filled in.
+On SLURM one task runs per GPU; the job is Checkpointable: on preemption or timeout submitit
+requeues it and the fresh process resumes from the run's last checkpoint (state lives on disk,
+never in the pickled callable).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from pathlib import Path
+
+import submitit
+
+from shared.config import load_config
+
+
+class Job(submitit.helpers.Checkpointable):
+    """The submitted callable: only the entry module, config path and overrides are pickled."""
+
+    def __init__(self, entry: str, config: str, overrides: list[str]):
+        self.entry = entry
+        self.config = config
+        self.overrides = list(overrides)
+
+    def __call__(self):
+        try:
+            submitit.JobEnvironment()
+            in_submitit = True
+        except RuntimeError:
+            in_submitit = False
+        if in_submitit:
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        cfg = load_config(self.config, self.overrides)
+        return importlib.import_module(self.entry).main(cfg)
+
+
+def build_parser(entry: str | None = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--entry", default=entry, required=entry is None,
+                   help="module with main(cfg), e.g. projects.ezvsl.train")
+    p.add_argument("--config", required=True, help="YAML config (follows base:)")
+    p.add_argument("--cluster", default="none", choices=["none", "local", "debug", "slurm"],
+                   help="none: run here (also under torchrun); local/debug/slurm: submit with submitit")
+    g = p.add_argument_group("submitit / SLURM")
+    g.add_argument("--partition", default=None)
+    g.add_argument("--account", default=None)
+    g.add_argument("--qos", default=None)
+    g.add_argument("--constraint", default=None)
+    g.add_argument("--nodes", type=int, default=1)
+    g.add_argument("--gpus-per-node", type=int, default=1)
+    g.add_argument("--cpus-per-task", type=int, default=10)
+    g.add_argument("--mem-gb", type=int, default=0, help="0 asks SLURM for the whole node's memory")
+    g.add_argument("--time-min", type=int, default=24 * 60)
+    g.add_argument("--max-requeue", type=int, default=20, help="how many timeouts may requeue the job")
+    g.add_argument("--log-dir", default=None, help="submitit's folder (default: <run>/submitit)")
+    g.add_argument("--wait", action="store_true", help="block until the job ends and print its result")
+    p.add_argument("overrides", nargs="*", help="dotted config overrides, key.sub=value")
+    return p
+
+
+def submit(args: argparse.Namespace) -> submitit.Job:
+    cfg = load_config(args.config, args.overrides)  # fail here, not on the cluster, on a bad config
+    run_dir = Path(cfg.run.root) / cfg.run.project / cfg.run.name
+    folder = Path(args.log_dir) if args.log_dir else run_dir / "submitit"
+    executor = submitit.AutoExecutor(folder=str(folder / "%j"), cluster=args.cluster,
+                                     slurm_max_num_timeout=args.max_requeue)
+    tasks = max(1, args.gpus_per_node)
+    params = dict(name=f"{cfg.run.project}-{cfg.run.name}", timeout_min=args.time_min, nodes=args.nodes,
+                  tasks_per_node=tasks, cpus_per_task=args.cpus_per_task, stderr_to_stdout=True)
+    if args.cluster == "slurm":
+        params.update(gpus_per_node=args.gpus_per_node, mem_gb=args.mem_gb, slurm_signal_delay_s=120)
+        extra = {k: v for k, v in (("account", args.account), ("qos", args.qos)) if v}
+        if args.partition:
+            params["slurm_partition"] = args.partition
+        if args.constraint:
+            params["slurm_constraint"] = args.constraint
+        if extra:
+            params["slurm_additional_parameters"] = extra
+    elif args.cluster == "local":
+        params.update(gpus_per_node=args.gpus_per_node)
+    executor.update_parameters(**params)
+    job = executor.submit(Job(args.entry, os.path.abspath(args.config), args.overrides))
+    print(f"submitted job {job.job_id} ({args.cluster}); logs in {folder}/{job.job_id}", flush=True)
+    return job
+
+
+def main(argv: list[str] | None = None, entry: str | None = None):
+    args = build_parser(entry).parse_args(argv)
+    if args.cluster == "none":
+        return Job(args.entry, args.config, args.overrides)()
+    job = submit(args)
+    if args.wait or args.cluster == "debug":
+        result = job.result()
+        print(result, flush=True)
+        return result
+    return job
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,1 @@
+"""Evaluation protocols used by several papers."""
