@@ -54,9 +54,30 @@ def _unknown_key_message(key: str, valid: Iterable[str], where: str) -> str:
     return f"unknown config key '{where}{key}'.{hint} Valid keys here: {', '.join(valid)}"
 
 
-def _strict_merge(base: dict, update: dict, where: str = "", source: str = "") -> dict:
+def _free_paths(tree: dict, where: str = "") -> set[str]:
+    """Dotted paths of the empty mappings of a root config: free-form sections at every level below."""
+    out = set()
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out |= {f"{where}{k}"} if not v else _free_paths(v, f"{where}{k}.")
+    return out
+
+
+def _deep_merge(base: dict, update: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in update.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(out.get(k), dict) and isinstance(v, dict) else copy.deepcopy(v)
+    return out
+
+
+def _strict_merge(base: dict, update: dict, where: str = "", source: str = "", free: frozenset = frozenset()) -> dict:
     out = copy.deepcopy(base)
     for key, value in update.items():
+        if f"{where}{key}" in free:
+            if value is not None and not isinstance(value, dict):
+                raise ConfigError(f"config key '{where}{key}' is a section; got {value!r}" + (f" (in {source})" if source else ""))
+            out[key] = _deep_merge(out.get(key) or {}, value or {})
+            continue
         if key not in out:
             raise ConfigError(_unknown_key_message(key, out.keys(), where) + (f" (in {source})" if source else ""))
         if isinstance(out[key], dict) and out[key]:
@@ -64,7 +85,7 @@ def _strict_merge(base: dict, update: dict, where: str = "", source: str = "") -
                 value = {}
             if not isinstance(value, dict):
                 raise ConfigError(f"config key '{where}{key}' is a section; got {value!r}" + (f" (in {source})" if source else ""))
-            out[key] = _strict_merge(out[key], value, f"{where}{key}.", source)
+            out[key] = _strict_merge(out[key], value, f"{where}{key}.", source, free)
         else:
             out[key] = copy.deepcopy(value)
     return out
@@ -80,16 +101,17 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
-def _load_chain(path: Path, seen: tuple = ()) -> dict:
+def _load_chain(path: Path, seen: tuple = ()) -> tuple[dict, frozenset]:
+    """The merged config and the free-form paths of its root."""
     path = path.resolve()
     if path in seen:
         raise ConfigError(f"circular 'base:' chain: {' -> '.join(map(str, seen + (path,)))}")
     data = _read_yaml(path)
     base = data.pop("base", None)
     if base is None:
-        return data
-    parent = _load_chain((path.parent / base), seen + (path,))
-    return _strict_merge(parent, data, source=str(path))
+        return data, frozenset(_free_paths(data))
+    parent, free = _load_chain((path.parent / base), seen + (path,))
+    return _strict_merge(parent, data, source=str(path), free=free), free
 
 
 def parse_overrides(overrides: Iterable[str]) -> dict:
@@ -113,8 +135,8 @@ def parse_overrides(overrides: Iterable[str]) -> dict:
 def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> Config:
     """Load ``path`` (following ``base:``), apply overrides, and record the experiment name."""
     path = Path(path)
-    data = _load_chain(path)
-    data = _strict_merge(data, parse_overrides(overrides), source="command line")
+    data, free = _load_chain(path)
+    data = _strict_merge(data, parse_overrides(overrides), source="command line", free=free)
     cfg = Config(data)
     if "run" in cfg and isinstance(cfg.run, dict) and "name" in cfg.run and not cfg.run.name:
         cfg.run.name = path.stem

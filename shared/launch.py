@@ -32,12 +32,11 @@ class Job(submitit.helpers.Checkpointable):
 
     def __call__(self):
         try:
-            submitit.JobEnvironment()
-            in_submitit = True
-        except RuntimeError:
-            in_submitit = False
-        if in_submitit:
-            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+            tasks = submitit.JobEnvironment().num_tasks
+        except RuntimeError:  # not inside a submitit job (plain python or torchrun)
+            tasks = 1
+        if tasks > 1:  # one task per GPU: export RANK/WORLD_SIZE/MASTER_* for shared.dist.init
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
         cfg = load_config(self.config, self.overrides)
         return importlib.import_module(self.entry).main(cfg)
 
@@ -58,7 +57,9 @@ def build_parser(entry: str | None = None) -> argparse.ArgumentParser:
     g.add_argument("--gpus-per-node", type=int, default=1)
     g.add_argument("--cpus-per-task", type=int, default=10)
     g.add_argument("--mem-gb", type=int, default=0, help="0 asks SLURM for the whole node's memory")
-    g.add_argument("--time-min", type=int, default=24 * 60)
+    g.add_argument("--time-min", type=float, default=24 * 60)
+    g.add_argument("--signal-delay-s", type=int, default=120,
+                   help="warning before the time limit at which the job checkpoints and requeues")
     g.add_argument("--max-requeue", type=int, default=20, help="how many timeouts may requeue the job")
     g.add_argument("--log-dir", default=None, help="submitit's folder (default: <run>/submitit)")
     g.add_argument("--wait", action="store_true", help="block until the job ends and print its result")
@@ -70,23 +71,27 @@ def submit(args: argparse.Namespace) -> submitit.Job:
     cfg = load_config(args.config, args.overrides)  # fail here, not on the cluster, on a bad config
     run_dir = Path(cfg.run.root) / cfg.run.project / cfg.run.name
     folder = Path(args.log_dir) if args.log_dir else run_dir / "submitit"
-    executor = submitit.AutoExecutor(folder=str(folder / "%j"), cluster=args.cluster,
-                                     slurm_max_num_timeout=args.max_requeue)
     tasks = max(1, args.gpus_per_node)
-    params = dict(name=f"{cfg.run.project}-{cfg.run.name}", timeout_min=args.time_min, nodes=args.nodes,
-                  tasks_per_node=tasks, cpus_per_task=args.cpus_per_task, stderr_to_stdout=True)
-    if args.cluster == "slurm":
-        params.update(gpus_per_node=args.gpus_per_node, mem_gb=args.mem_gb, slurm_signal_delay_s=120)
-        extra = {k: v for k, v in (("account", args.account), ("qos", args.qos)) if v}
-        if args.partition:
-            params["slurm_partition"] = args.partition
-        if args.constraint:
-            params["slurm_constraint"] = args.constraint
-        if extra:
-            params["slurm_additional_parameters"] = extra
-    elif args.cluster == "local":
-        params.update(gpus_per_node=args.gpus_per_node)
-    executor.update_parameters(**params)
+    if args.cluster == "local":  # subprocesses on this machine; LocalExecutor takes fractional limits (tests)
+        executor = submitit.LocalExecutor(folder=str(folder / "%j"), max_num_timeout=args.max_requeue)
+        executor.update_parameters(timeout_min=args.time_min, tasks_per_node=tasks, gpus_per_node=args.gpus_per_node,
+                                   signal_delay_s=args.signal_delay_s)
+    else:
+        executor = submitit.AutoExecutor(folder=str(folder / "%j"), cluster=args.cluster,
+                                         slurm_max_num_timeout=args.max_requeue)
+        params = dict(name=f"{cfg.run.project}-{cfg.run.name}", timeout_min=max(1, round(args.time_min)),
+                      nodes=args.nodes, tasks_per_node=tasks, cpus_per_task=args.cpus_per_task, stderr_to_stdout=True)
+        if args.cluster == "slurm":
+            params.update(gpus_per_node=args.gpus_per_node, mem_gb=args.mem_gb,
+                          slurm_signal_delay_s=args.signal_delay_s)
+            extra = {k: v for k, v in (("account", args.account), ("qos", args.qos)) if v}
+            if args.partition:
+                params["slurm_partition"] = args.partition
+            if args.constraint:
+                params["slurm_constraint"] = args.constraint
+            if extra:
+                params["slurm_additional_parameters"] = extra
+        executor.update_parameters(**params)
     job = executor.submit(Job(args.entry, os.path.abspath(args.config), args.overrides))
     print(f"submitted job {job.job_id} ({args.cluster}); logs in {folder}/{job.job_id}", flush=True)
     return job

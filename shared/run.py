@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import platform
 import subprocess
 import sys
@@ -73,11 +72,8 @@ class RunContext:
             self.ckpt.save({"step": step, "rng": rng_state(), "config": self.cfg.to_dict(), **state}, step)
         dist.barrier()
 
-    def check_loss(self, loss: torch.Tensor | float, step: int) -> None:
-        value = float(loss)
-        if not math.isfinite(value):
-            raise NonFiniteLossError(
-                f"loss is {value} at step {step}; stopping. The last good checkpoint is kept in {self.ckpt.dir}")
+    def nonfinite_guard(self) -> "NonFiniteGuard":
+        return NonFiniteGuard(self.device, self.ckpt.dir)
 
     def write_results(self, results: dict, name: str = "results.json") -> Path:
         path = self.run_dir / name
@@ -88,6 +84,29 @@ class RunContext:
     def close(self) -> None:
         if self.logger is not None:
             self.logger.close()
+
+
+class NonFiniteGuard:
+    """Remembers, on the device and without a host sync, the first step whose loss was NaN/inf;
+    ``check()`` (at log steps and before every checkpoint) stops all ranks with that step number, so a
+    checkpoint is never written after a non-finite loss."""
+
+    def __init__(self, device: torch.device, ckpt_dir: Path):
+        self.first = torch.zeros((), dtype=torch.long, device=device)
+        self.ckpt_dir = ckpt_dir
+
+    def update(self, loss: torch.Tensor, step: int) -> None:
+        bad = (self.first == 0) & ~torch.isfinite(loss.detach())
+        self.first = torch.where(bad, torch.full_like(self.first, step), self.first)
+
+    def check(self) -> None:
+        first = self.first
+        if dist.is_dist():
+            first = first.clone()
+            torch.distributed.all_reduce(first, op=torch.distributed.ReduceOp.MAX)
+        if int(first):
+            raise NonFiniteLossError(f"the loss is not finite at step {int(first)}; stopping. "
+                                     f"The last good checkpoint is kept in {self.ckpt_dir}")
 
 
 def run_dir_of(cfg: Config) -> Path:

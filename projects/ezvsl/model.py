@@ -33,7 +33,10 @@ def imagenet_resnet18(weights: str | None) -> nn.Module:
         path = Path(weights).expanduser()
         state = load_weights(path)
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        missing, unexpected = net.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = net.load_state_dict(state, strict=False)
+        except RuntimeError as e:
+            raise ValueError(f"{path} is not a ResNet-18 state dict: {e}") from e
         missing = [k for k in missing if not k.startswith("fc.")]
         if missing or unexpected:
             raise ValueError(f"{path} is not a ResNet-18 state dict (missing {missing[:4]}, unexpected {unexpected[:4]})")

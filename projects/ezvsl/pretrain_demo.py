@@ -34,6 +34,7 @@ def pretrain(root: str | Path, out: str | Path, image_size: int = 112, epochs: i
     loader = DataLoader(train_ds, batch_size=batch_size, shuffle=True, num_workers=0, drop_last=True)
     net = resnet18(num_classes=len(ds.classes))
     opt = torch.optim.Adam(net.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * len(loader), pct_start=0.2)
     for epoch in range(epochs):
         net.train()
         for x, y in progress(loader, desc=f"pretrain {epoch + 1}/{epochs}"):
@@ -41,6 +42,7 @@ def pretrain(root: str | Path, out: str | Path, image_size: int = 112, epochs: i
             opt.zero_grad()
             loss.backward()
             opt.step()
+            sched.step()
     net.eval()
     correct = 0
     with torch.no_grad():

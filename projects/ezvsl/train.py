@@ -103,6 +103,10 @@ def main(cfg) -> dict:
         raise ValueError(f"eval.selection must be val, test or last, got {sel!r}")
     sel_loader = eval_loader(cfg, cfg.eval.val_set if sel == "val" else cfg.eval.selection_set) \
         if sel != "last" and dist.is_main() else None
+    if sel == "val" and sel_loader is not None:
+        leak = set(sel_loader.dataset.ids) & set(ds.ids) if sel_loader.dataset.dir == ds.dir else set()
+        if leak:
+            raise ValueError(f"{len(leak)} validation ids are also training ids (e.g. {sorted(leak)[:3]})")
 
     step, epoch, pos, best = 0, 0, 0, -1.0
     state = ctx.resume()
@@ -120,6 +124,7 @@ def main(cfg) -> dict:
         return {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "pos": pos, "best": best}
 
     monitor = BadSampleMonitor(cfg.data.max_bad_fraction, "train")
+    guard = ctx.nonfinite_guard()
     while epoch < cfg.optim.epochs:
         sampler.set_epoch(epoch, start=pos * per_rank)
         monitor.reset()
@@ -133,18 +138,19 @@ def main(cfg) -> dict:
                 continue
             loss, _ = train_step(net, batch, opt, cfg, device)
             step, pos, seen = step + 1, pos + 1, seen + len(batch["index"])
+            guard.update(loss, step)
             if step % cfg.train.log_every == 0 or pos == steps_per_epoch:
+                guard.check()
                 loss_v = dist.all_reduce_mean(loss).item()
-                ctx.check_loss(loss_v, step)
                 rate = seen * world / max(time.time() - t0, 1e-9)
                 logger.log(step, {"train/loss": loss_v, "train/epoch": epoch + pos / steps_per_epoch,
                                   "train/lr": opt.param_groups[0]["lr"], "perf/clips_per_sec": rate})
-                bar.set_postfix(loss=f"{loss_v:.3f}")
-            else:
-                ctx.check_loss(loss, step)
+                bar.set_postfix(loss=f"{loss_v:.3f}", refresh=False)
             if cfg.train.ckpt_every_steps and step % cfg.train.ckpt_every_steps == 0 and pos < steps_per_epoch:
+                guard.check()
                 ctx.save(step, snapshot())
         bar.close()
+        guard.check()
         epoch, pos = epoch + 1, 0
         logger.log(step, monitor.summary())
         if sel_loader is not None and (epoch % cfg.eval.every == 0 or epoch == cfg.optim.epochs):

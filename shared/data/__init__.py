@@ -1,0 +1,1 @@
+"""Media I/O, sampling and dataset checks shared by the projects, plus generated demo datasets."""

@@ -1,0 +1,77 @@
+"""Fashion-MNIST (Xiao et al., 2017; MIT licence): real images that every demo can get offline.
+
+Looked for, in order: ``$DATA_ROOT`` / an explicit folder holding the four idx files (raw or .gz,
+also under ``FashionMNIST/raw/`` as torchvision stores them), the Debian package
+``dataset-fashion-mnist`` (/usr/share/datasets/fashion-mnist), then torchvision's downloader when
+``download=True`` and the machine is online.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import numpy as np
+
+CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+         "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+HOW_TO_GET = ("Fashion-MNIST not found. Install it with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu), "
+              "point data.root (or $DATA_ROOT) at a folder holding the four idx(.gz) files, or run once online "
+              "(torchvision downloads it).")
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    magic = int.from_bytes(data[:4], "big")
+    ndim = magic & 0xFF
+    if magic >> 8 != 0x08 or ndim not in (1, 3):
+        raise ValueError(f"{path}: not an idx ubyte file (magic {magic:#x})")
+    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if arr.size != int(np.prod(dims)):
+        raise ValueError(f"{path}: truncated ({arr.size} values for shape {dims})")
+    return arr.reshape(dims)
+
+
+def _find_in(folder: Path, name: str) -> Path | None:
+    for sub in ("", "FashionMNIST/raw", "fashion-mnist", "fashion_mnist"):
+        for ext in ("", ".gz"):
+            p = folder / sub / (name + ext)
+            if p.is_file():
+                return p
+    return None
+
+
+def find_root(root: str | os.PathLike | None = None) -> Path | None:
+    candidates = [Path(root)] if root else []
+    if os.environ.get("DATA_ROOT"):
+        candidates.append(Path(os.environ["DATA_ROOT"]))
+    candidates.append(DEBIAN_DIR)
+    for c in candidates:
+        if all(_find_in(c, n) for pair in FILES.values() for n in pair):
+            return c
+    return None
+
+
+def load(split: str = "train", root: str | os.PathLike | None = None, download: bool = False,
+         download_dir: str | os.PathLike = "data/fashion_mnist") -> tuple[np.ndarray, np.ndarray]:
+    """(images uint8 (N, 28, 28), labels int64 (N,)) of the 'train' (60k) or 'test' (10k) split."""
+    if split not in FILES:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    folder = find_root(root)
+    if folder is None and download:
+        from torchvision.datasets import FashionMNIST
+
+        FashionMNIST(str(download_dir), train=True, download=True)
+        FashionMNIST(str(download_dir), train=False, download=True)
+        folder = find_root(download_dir)
+    if folder is None:
+        raise FileNotFoundError(HOW_TO_GET + (f" Looked in: {root}, " if root else " Looked in: ") + str(DEBIAN_DIR))
+    images, labels = (_read_idx(_find_in(folder, n)) for n in FILES[split])
+    if len(images) != len(labels):
+        raise ValueError(f"{folder}: {len(images)} images but {len(labels)} labels in the {split} split")
+    return images, labels.astype(np.int64)
