@@ -1,0 +1,1 @@
+"""Accelerating Augmentation Invariance Pretraining (Lin, Wu, Wei, Morgado; NeurIPS 2024)."""

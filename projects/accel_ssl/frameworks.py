@@ -1,0 +1,158 @@
+"""MoCo v3, SimCLR and DINO on a SeqCompressViT, each taking a compression Setting per step.
+
+Every framework exposes ``loss(views, setting, gens, **sched) -> (loss, stats)``, the parameters
+to optimise, ``update_target(momentum)`` where it has a momentum branch, ``encoder()`` (the
+backbone evaluated by k-NN / linear probe) and ``step_flops(view_sizes, setting)``: the trunk's
+training FLOPs per image (3x forward for the online branch, 1x for the target branch).
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from projects.accel_ssl.heads import DINOHead, moco_mlp
+from projects.accel_ssl.losses import dino_loss, mocov3_loss, nt_xent_loss, update_center
+from projects.accel_ssl.vit import SeqCompressViT, vit_forward_flops
+
+
+def _frozen_copy(m: nn.Module) -> nn.Module:
+    c = copy.deepcopy(m)
+    c.requires_grad_(False)
+    return c
+
+
+class Framework(nn.Module):
+    online_views: int = 2  # views the online branch sees (DINO: all crops)
+    target_views: int = 2
+
+    def __init__(self, backbone: SeqCompressViT):
+        super().__init__()
+        self.backbone = backbone
+
+    def encoder(self) -> SeqCompressViT:
+        return self.backbone
+
+    def _vit_flops(self, size: int, patch: int | None, keep: float) -> float:
+        b = self.backbone
+        dim, depth = b.embed_dim, len(b.vit.blocks)
+        return vit_forward_flops(b.num_tokens(size, patch, keep), dim, depth, patch or b.base_patch, b.in_chans)
+
+    def step_flops(self, view_sizes: list[int], setting) -> float:
+        total = 0.0
+        for v, size in enumerate(view_sizes[: self.online_views]):
+            total += 3 * self._vit_flops(size, setting.patch, setting.keep("online", v) if v < 2 else 1.0)
+        for v, size in enumerate(view_sizes[: self.target_views]):
+            total += self._vit_flops(size, setting.patch, setting.keep("target", v))
+        return total
+
+    def update_target(self, momentum: float) -> None:
+        pass
+
+
+
+@torch.no_grad()
+def _ema(online: list[nn.Parameter], target: list[nn.Parameter], m: float) -> None:
+    torch._foreach_mul_(target, m)
+    torch._foreach_add_(target, [p.detach() for p in online], alpha=1 - m)
+
+
+class MoCoV3(Framework):
+    """Query encoder (backbone + 3-layer projector) + 2-layer predictor; momentum key encoder
+    (backbone + projector); symmetrised loss ctr(q1, k2) + ctr(q2, k1), each x 2 tau."""
+
+    def __init__(self, backbone: SeqCompressViT, hidden: int = 4096, dim: int = 256, tau: float = 0.2,
+                 gather_keys: bool = True):
+        super().__init__(backbone)
+        self.projector = moco_mlp(3, backbone.embed_dim, hidden, dim)
+        self.predictor = moco_mlp(2, dim, hidden, dim)
+        self.m_backbone, self.m_projector = _frozen_copy(backbone), _frozen_copy(self.projector)
+        self.tau, self.gather_keys = tau, gather_keys
+        self.target_views = 2
+
+    def _pairs(self):
+        online = [p for m in (self.backbone, self.projector) for p in m.parameters()]
+        target = [p for m in (self.m_backbone, self.m_projector) for p in m.parameters()]
+        return online, target
+
+    def update_target(self, momentum: float) -> None:
+        _ema(*self._pairs(), momentum)
+
+    def loss(self, views, setting, gens, **_):
+        p = setting.patch
+        q = [self.predictor(self.projector(self.backbone(x, p, setting.keep("online", i), gens[i])))
+             for i, x in enumerate(views)]
+        with torch.no_grad():
+            k = [self.m_projector(self.m_backbone(x, p, setting.keep("target", i), gens[2 + i]))
+                 for i, x in enumerate(views)]
+        loss = mocov3_loss(q[0], k[1], self.tau, self.gather_keys) + mocov3_loss(q[1], k[0], self.tau, self.gather_keys)
+        return loss, {}
+
+
+class SimCLR(Framework):
+    """One encoder (backbone + MoCo v3-style projector) on both views, NT-Xent over 2N views."""
+
+    def __init__(self, backbone: SeqCompressViT, hidden: int = 4096, dim: int = 256, tau: float = 0.1,
+                 gather: bool = True):
+        super().__init__(backbone)
+        self.projector = moco_mlp(3, backbone.embed_dim, hidden, dim)
+        self.tau, self.gather = tau, gather
+        self.target_views = 0
+
+    def loss(self, views, setting, gens, **_):
+        z = [self.projector(self.backbone(x, setting.patch, setting.keep("online", i), gens[i]))
+             for i, x in enumerate(views)]
+        return nt_xent_loss(z[0], z[1], self.tau, self.gather), {}
+
+
+class DINO(Framework):
+    """Student (backbone + DINO head) on all crops, EMA teacher on the 2 global crops, centering,
+    sharpening; keep ratios apply to the global crops (local crops are already short)."""
+
+    def __init__(self, backbone: SeqCompressViT, out_dim: int = 65536, hidden: int = 2048, bottleneck: int = 256,
+                 norm_last_layer: bool = True, student_temp: float = 0.1, center_momentum: float = 0.9,
+                 n_local: int = 10):
+        super().__init__(backbone)
+        self.head = DINOHead(backbone.embed_dim, out_dim, hidden, bottleneck, norm_last_layer)
+        self.t_backbone, self.t_head = _frozen_copy(backbone), _frozen_copy(self.head)
+        self.register_buffer("center", torch.zeros(1, out_dim))
+        self.student_temp, self.center_momentum = student_temp, center_momentum
+        self.online_views, self.target_views = 2 + n_local, 2
+
+    def encoder(self) -> SeqCompressViT:
+        return self.t_backbone  # DINO evaluates the teacher
+
+    def update_target(self, momentum: float) -> None:
+        online = [p for m in (self.backbone, self.head) for p in m.parameters()]
+        target = [p for m in (self.t_backbone, self.t_head) for p in m.parameters()]
+        _ema(online, target, momentum)
+
+    def loss(self, views, setting, gens, teacher_temp: float = 0.04, **_):
+        p = setting.patch
+        with torch.no_grad():
+            t_out = torch.cat([self.t_head(self.t_backbone(x, p, setting.keep("target", i), gens[len(views) + i]))
+                               for i, x in enumerate(views[:2])])
+        s_out = torch.cat([self.head(self.backbone(x, p, setting.keep("online", i) if i < 2 else 1.0, gens[i]))
+                           for i, x in enumerate(views)])
+        loss = dino_loss(s_out, t_out, self.center, len(views), self.student_temp, teacher_temp)
+        self.center.copy_(update_center(self.center, t_out, self.center_momentum))
+        return loss, {}
+
+
+def build_framework(cfg) -> Framework:
+    m = cfg.model
+    name = cfg.method.name
+    pos = m.pos_embed if m.pos_embed != "auto" else ("learn" if name == "dino" else "sincos")
+    freeze = m.freeze_patch_embed if m.freeze_patch_embed != "auto" else name == "mocov3"
+    backbone = SeqCompressViT(m.arch, m.img_size, m.patch_size, m.in_chans, pos_embed=pos, freeze_patch_embed=freeze,
+                              drop_path_rate=m.drop_path_rate, moco_init=name != "dino")
+    meth = cfg.method
+    if name == "mocov3":
+        return MoCoV3(backbone, meth.hidden_dim, meth.out_dim, meth.tau, meth.gather_negatives)
+    if name == "simclr":
+        return SimCLR(backbone, meth.hidden_dim, meth.out_dim, meth.tau, meth.gather_negatives)
+    if name == "dino":
+        return DINO(backbone, meth.out_dim, meth.hidden_dim, meth.bottleneck_dim, meth.norm_last_layer,
+                    meth.student_temp, meth.center_momentum, cfg.data.n_local_crops)
+    raise ValueError(f"method.name must be mocov3, simclr or dino, got {name!r}")
