@@ -17,7 +17,7 @@ CPUS ?= 10
 TIME_MIN ?= 1440
 ARGS ?=
 
-.PHONY: setup test reproduce-ezvsl bench-ezvsl clean-venv
+.PHONY: setup test reproduce-ezvsl bench-ezvsl reproduce-accel_ssl bench-accel_ssl reproduce-ptnl bench-ptnl clean-venv
 
 $(STAMP): requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,33 @@ endif
 
 bench-ezvsl: $(STAMP)
 	$(PY) -m projects.ezvsl.bench $(ARGS)
+
+# accel_ssl: no CONFIG = the Fashion-MNIST demo (3 frameworks, full vs accelerated);
+# CONFIG=mocov3_vitb16_in1k runs that config and its _accel twin and prints the comparison.
+reproduce-accel_ssl: $(STAMP)
+ifeq ($(CLUSTER),slurm)
+	$(call slurm,accel_ssl)
+else ifeq ($(CONFIG),)
+	$(PY) -m projects.accel_ssl.reproduce $(overrides)
+else
+	$(PY) -m projects.accel_ssl.reproduce --config projects/accel_ssl/configs/$(CONFIG).yaml \
+		--accel-config projects/accel_ssl/configs/$(CONFIG)_accel.yaml $(overrides)
+endif
+
+bench-accel_ssl: $(STAMP)
+	$(PY) -m projects.accel_ssl.bench $(ARGS)
+
+reproduce-ptnl: $(STAMP)
+ifeq ($(CLUSTER),slurm)
+	$(call slurm,ptnl)
+else ifeq ($(CONFIG),)
+	$(PY) -m projects.ptnl.reproduce $(overrides)
+else
+	$(PY) -m projects.ptnl.train --config projects/ptnl/configs/$(CONFIG).yaml $(overrides)
+endif
+
+bench-ptnl: $(STAMP)
+	$(PY) -m projects.ptnl.bench $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -34,6 +34,10 @@ class Framework(nn.Module):
     def encoder(self) -> SeqCompressViT:
         return self.backbone
 
+    def forward(self, views, setting, gens, **sched):
+        """The training loss (so that DistributedDataParallel sees the call and syncs gradients)."""
+        return self.loss(views, setting, gens, **sched)
+
     def _vit_flops(self, size: int, patch: int | None, keep: float) -> float:
         b = self.backbone
         dim, depth = b.embed_dim, len(b.vit.blocks)

@@ -70,7 +70,7 @@ def main(cfg) -> dict:
     per_rank = cfg.optim.batch_size // world
     schedule = Schedule.from_config(cfg.compression.schedule)
     model = build_framework(cfg).to(device)
-    if world > 1:
+    if world > 1 and device.type == "cuda":  # MoCo v3 heads use SyncBN under DDP
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     opt = torch.optim.AdamW(param_groups(model, cfg), lr=0.0, weight_decay=cfg.optim.weight_decay)
 
@@ -96,7 +96,7 @@ def main(cfg) -> dict:
     net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
               find_unused_parameters=False) if world > 1 else model
     core = net.module if world > 1 else net
-    loss_fn = torch.compile(core.loss) if cfg.train.compile else core.loss
+    loss_fn = torch.compile(net) if cfg.train.compile else net
     max_steps = min(total, cfg.train.max_steps or total)
     guard, monitor = ctx.nonfinite_guard(), BadSampleMonitor(cfg.data.max_bad_fraction, "train")
     freeze_last = cfg.method.freeze_last_layer_epochs * steps_per_epoch if isinstance(core, DINO) else 0

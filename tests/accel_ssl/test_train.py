@@ -28,3 +28,23 @@ def test_resume_mid_run_reproduces_the_uninterrupted_run(method, fmnist_root, tm
     assert keep == [0.5] * 4 + [1.0] * 4  # the schedule switched half-way
     saved = json.loads((tmp_path / "accel_ssl" / "split" / "results.json").read_text())
     assert saved["train_tflops"] == pytest.approx(ref["train_tflops"])
+
+
+@pytest.mark.dist
+def test_torchrun_two_processes(fmnist_root, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    args = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "projects.accel_ssl.train", "--config",
+            "projects/accel_ssl/configs/demo_mocov3.yaml", f"data.root={fmnist_root}", f"run.root={tmp_path}",
+            "run.name=ddp", "data.num_workers=0", "data.train_subset=64", "model.arch=vit_test", "method.hidden_dim=32",
+            "method.out_dim=16", "optim.batch_size=16", "optim.epochs=1", "train.log_every=1",
+            "eval.knn_train_size=100", "eval.knn_test_size=40", f"compression.schedule={SCHED}"]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = tmp_path / "accel_ssl" / "ddp"
+    assert json.loads((run / "env.json").read_text())["world_size"] == 2
+    assert [s for s, _ in losses(run)] == [1, 2, 3, 4]
+    assert json.loads((run / "results.json").read_text())["steps"] == 4
