@@ -2,7 +2,7 @@
 measured in one run on the device present, with FLOPs per image, achieved TFLOP/s, and the
 speed-up beside the FLOP ratio.
 
-    python -m projects.accel_ssl.bench [--arch vit_base] [--batch 256] [--methods mocov3 simclr dino] [--compile]
+    python -m projects.accel_ssl.bench [--arch vit_base] [--batch 256] [--methods mocov3,simclr,dino] [--compile]
 """
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def main(argv=None) -> dict:
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--img-size", type=int, default=None, help="default: the config's (224 / 32)")
-    p.add_argument("--methods", nargs="+", default=["mocov3", "simclr", "dino"])
+    p.add_argument("--methods", default="mocov3,simclr,dino", help="comma-separated")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
@@ -87,7 +87,7 @@ def main(argv=None) -> dict:
     batch, steps = a.batch or (256 if cuda else 64), a.steps or (20 if cuda else 3)
     res = {"device": torch.cuda.get_device_name() if cuda else "cpu", "arch": arch, "batch": batch,
            "compile": a.compile, "results": {}}
-    for m in a.methods:
+    for m in a.methods.split(","):
         config = (f"projects/accel_ssl/configs/{m}_vitb16_in1k.yaml" if cuda else
                   f"projects/accel_ssl/configs/demo_{m}.yaml")
         over = [f"model.arch={arch}"] + ([f"model.img_size={a.img_size}", f"data.img_size={a.img_size}"] if a.img_size else [])

@@ -1,7 +1,7 @@
 """The accel_ssl demo: each framework pretrained on Fashion-MNIST at full length and with an
 acceleration schedule, evaluated by weighted k-NN, against the same network at random init.
 
-    python -m projects.accel_ssl.reproduce [--methods mocov3 simclr dino] [key=value ...]
+    python -m projects.accel_ssl.reproduce [--methods mocov3,simclr,dino] [key=value ...]
     python -m projects.accel_ssl.reproduce --config projects/accel_ssl/configs/mocov3_vitb16_in1k.yaml \
         --accel-config projects/accel_ssl/configs/mocov3_vitb16_in1k_accel.yaml data.root=$IMAGENET
 
@@ -51,7 +51,7 @@ def table(rows: dict) -> str:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--methods", nargs="+", default=["mocov3", "simclr", "dino"])
+    p.add_argument("--methods", default="mocov3,simclr,dino", help="comma-separated")
     p.add_argument("--config", default=None, help="a full-length config (default: the demo configs)")
     p.add_argument("--accel-config", default=None)
     p.add_argument("--schedule", default=DEMO_SCHEDULE, help="the demo's acceleration schedule (YAML list)")
@@ -64,7 +64,9 @@ def main(argv=None) -> dict:
             a.config, [*a.overrides, f"compression.schedule={a.schedule}", f"run.name={full.run.name}_accel"])
         rows[full.method.name] = run_pair(full, accel)
     else:
-        for m in a.methods:
+        for m in a.methods.split(","):
+            if m not in ("mocov3", "simclr", "dino"):
+                raise ValueError(f"--methods: unknown framework {m!r}")
             path = f"projects/accel_ssl/configs/demo_{m}.yaml"
             full = load_config(path, [*a.overrides, f"run.name=demo_{m}_full"])
             accel = load_config(path, [*a.overrides, f"run.name=demo_{m}_accel", f"compression.schedule={a.schedule}"])

@@ -1,0 +1,139 @@
+"""shared.clip: CoOp dataset layouts and their errors, the generic image folder, CLIP loading from a
+local file, the text tower from embeddings, zero-shot classification."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from shared.clip import datasets as D
+from shared.clip.models import encode_text_embeddings, load_clip
+from shared.clip.templates import template_for
+from shared.clip.zeroshot import text_classifier, zero_shot_logits
+from shared.clip.synthetic import CLASSES, write_synthetic_coop
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    r = tmp_path_factory.mktemp("clipdata")
+    write_synthetic_coop(r, n_train=3, n_val=1, n_test=2)
+    return r
+
+
+def test_split_json_dataset(root):
+    ds = D.load_dataset("Synth", root, dataset_dir="synth", image_dir="images", split_file="split_zhou_Synth.json")
+    assert ds.classnames == [c.replace("_", " ") for c in CLASSES]
+    assert (len(ds.train), len(ds.val), len(ds.test)) == (15, 5, 10)
+    assert ds.train[0].impath.startswith(str(root / "synth" / "images")) and ds.template == "a photo of a {}."
+    item = D.ImageListDataset(ds.test, lambda im: torch.zeros(1), labels=[4] * 10)[(3, 123)]
+    assert item["label"] == 4 and item["true_label"] == ds.test[3].label and item["index"] == 3
+
+
+def test_coop_dataset_errors_name_the_path(root, tmp_path):
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "dtd")):
+        D.load_dataset("dtd", tmp_path)
+    (tmp_path / "dtd" / "images").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="split_zhou_DescribableTextures.json"):
+        D.load_dataset("DescribableTextures", tmp_path)
+    (tmp_path / "dtd" / "split_zhou_DescribableTextures.json").write_text(json.dumps({"train": [["a.jpg", 0]]}))
+    with pytest.raises(ValueError, match="relpath, label, classname"):
+        D.load_dataset("ssdtd", tmp_path)
+    with pytest.raises(ValueError, match="unknown dataset"):
+        D.load_dataset("NotADataset", tmp_path)
+
+
+def test_class_count_is_checked(root, tmp_path):
+    split = json.loads((root / "synth" / "split_zhou_Synth.json").read_text())
+    (tmp_path / "eurosat").mkdir()
+    (tmp_path / "eurosat" / "2750").symlink_to(root / "synth" / "images")
+    (tmp_path / "eurosat" / "split_zhou_EuroSAT.json").write_text(json.dumps(split))
+    with pytest.raises(ValueError, match="EuroSAT has 10"):
+        D.load_dataset("eurosat", tmp_path)
+
+
+def test_fgvc_aircraft_layout(tmp_path):
+    d = tmp_path / "fgvc_aircraft"
+    (d / "images").mkdir(parents=True)
+    variants = [f"7{i}7-{i}00" for i in range(100)]
+    (d / "variants.txt").write_text("\n".join(variants) + "\n")
+    for s in ("train", "val", "test"):
+        (d / f"images_variant_{s}.txt").write_text("".join(f"{1000 + i} {v}\n" for i, v in enumerate(variants)))
+    ds = D.load_dataset("fgvc_aircraft", tmp_path)
+    assert ds.num_classes == 100 and ds.train[5].label == 5 and ds.train[5].impath.endswith("images/1005.jpg")
+    assert ds.template == template_for("FGVCAircraft")
+
+
+def test_generic_image_folder(root, tmp_path):
+    for split in ("train", "test"):
+        for c in CLASSES[:2]:
+            (tmp_path / "f" / split / c).mkdir(parents=True)
+            for src in sorted((root / "synth" / "images" / c).iterdir())[:2]:
+                (tmp_path / "f" / split / c / src.name).symlink_to(src)
+    ds = D.load_dataset("ImageFolder", tmp_path, dataset_dir="f")
+    assert ds.classnames == ["green circle", "red square"] and len(ds.train) == 4 and ds.val == ds.test
+
+
+def test_load_local_weights_and_text_from_embeddings(tmp_path):
+    torch.manual_seed(0)
+    a = load_clip("tiny-clip-vit", None)
+    f = tmp_path / "w.pt"
+    torch.save(a.model.state_dict(), f)
+    b = load_clip("tiny-clip-vit", str(f))
+    assert b.source.startswith(str(f)) and b.image_size == 32
+    for k, v in a.model.state_dict().items():
+        assert torch.equal(v, b.model.state_dict()[k]), k
+    tok = b.tokenizer(["a photo of a dog.", "x"])
+    with torch.no_grad():
+        assert torch.allclose(encode_text_embeddings(b.model, b.model.token_embedding(tok), tok),
+                              b.model.encode_text(tok), atol=1e-6)
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        load_clip("RN50", str(tmp_path / "missing.pt"))
+    with pytest.raises(ValueError, match="unknown CLIP architecture"):
+        load_clip("RN51", None)
+
+
+def test_zero_shot_classifier():
+    torch.manual_seed(0)
+    b = load_clip("tiny-clip-vit", None)
+    clf = text_classifier(b.model, b.tokenizer, ["cat", "dog_house"], "a photo of a {}.")
+    assert clf.shape == (2, 32) and torch.allclose(clf.norm(dim=-1), torch.ones(2))
+    with torch.no_grad():
+        ref = torch.nn.functional.normalize(b.model.encode_text(b.tokenizer(["a photo of a dog house."])), dim=-1)
+    assert torch.allclose(clf[1], ref[0], atol=1e-6)
+    ens = text_classifier(b.model, b.tokenizer, ["cat"], ["a {}.", "a photo of a {}."])
+    assert torch.allclose(ens.norm(dim=-1), torch.ones(1))
+    logits = zero_shot_logits(clf[[1, 0]], clf, 100.0)
+    assert logits.argmax(1).tolist() == [1, 0] and np.isclose(float(logits[0, 1]), 100.0, atol=1e-3)
+
+
+def test_openai_weights_get_quick_gelu(monkeypatch, tmp_path):
+    """open_clip 3.x builds nn.GELU for the plain RN50/ViT-B-16 configs even with pretrained='openai';
+    load_clip forces QuickGELU whenever OpenAI weights are loaded (tag or local state dict)."""
+    import open_clip
+
+    calls = []
+    real = open_clip.create_model
+
+    def spy(name, pretrained=None, **kw):
+        calls.append((name, pretrained, kw.get("force_quick_gelu")))
+        return real("tiny-clip-vit", None)  # no download: the real architecture does not matter here
+
+    monkeypatch.setattr(open_clip, "create_model", spy)
+    load_clip("RN50", "openai")
+    load_clip("ViT-B/16", "openai")
+    weights = tmp_path / "rn50_openai_state_dict.pt"
+    torch.save({"x": torch.zeros(1)}, weights)
+    load_clip("RN50", str(weights))
+    load_clip("RN50", str(weights), quick_gelu=False)
+    load_clip("ViT-B-16", "laion2b_s34b_b88k")
+    assert calls == [("RN50", "openai", True), ("ViT-B-16", "openai", True), ("RN50", str(weights), True),
+                     ("RN50", str(weights), False), ("ViT-B-16", "laion2b_s34b_b88k", False)]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_jit_archives_are_told_from_state_dicts(tmp_path):
+    from shared.clip.models import _is_jit_archive
+
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), tmp_path / "jit.pt")  # as OpenAI's RN50.pt
+    torch.save(torch.nn.Linear(2, 2).state_dict(), tmp_path / "sd.pt")
+    assert _is_jit_archive(tmp_path / "jit.pt") and not _is_jit_archive(tmp_path / "sd.pt")
