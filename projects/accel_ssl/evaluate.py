@@ -26,7 +26,7 @@ def extract(encoder, ds, device, batch_size: int, workers: int, desc: str):
     return torch.cat(feats), torch.cat(labels)
 
 
-def evaluate_encoder(encoder, cfg, device) -> dict:
+def evaluate_encoder(encoder, cfg, device, linear_probe: bool | None = None) -> dict:
     e = cfg.eval
     train, test = eval_sets(cfg, e.knn_train_size, e.knn_test_size)
     ftr, ytr = extract(encoder, train, device, e.batch_size, cfg.data.num_workers, "features (train)")
@@ -34,6 +34,6 @@ def evaluate_encoder(encoder, cfg, device) -> dict:
     c = num_classes(cfg)
     out = {"knn_top1": knn_accuracy(ftr, ytr, fte, yte, c, e.knn_k, e.knn_t), "n_knn_train": len(ytr),
            "n_test": len(yte)}
-    if e.linear_probe:
+    if e.linear_probe if linear_probe is None else linear_probe:
         out["linear_top1"] = train_linear_probe(ftr, ytr, fte, yte, c, epochs=e.linear_probe_epochs)["top1"]
     return out

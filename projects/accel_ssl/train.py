@@ -153,6 +153,15 @@ def main(cfg) -> dict:
                 train_time, t0 = train_time + time.perf_counter() - t0, time.perf_counter()
                 ctx.save(step, snapshot())
                 t0 = time.perf_counter()  # checkpoint writing is not training time
+            if cfg.eval.every_steps and step % cfg.eval.every_steps == 0 and step < max_steps:
+                train_time += time.perf_counter() - t0  # evaluation is not training time
+                if dist.is_main():
+                    knn = evaluate_encoder(core.encoder(), cfg, device, linear_probe=False)["knn_top1"]
+                    logger.log(step, {"eval/knn_top1": knn, "budget/train_time_s": train_time,
+                                      "budget/tflops": flops / 1e12})
+                dist.barrier()
+                net.train()
+                t0 = time.perf_counter()
             if step >= max_steps or step % steps_per_epoch == 0:
                 break
         if device.type == "cuda":

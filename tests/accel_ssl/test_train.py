@@ -48,3 +48,18 @@ def test_torchrun_two_processes(fmnist_root, tmp_path):
     assert json.loads((run / "env.json").read_text())["world_size"] == 2
     assert [s for s, _ in losses(run)] == [1, 2, 3, 4]
     assert json.loads((run / "results.json").read_text())["steps"] == 4
+
+
+def test_periodic_knn_is_logged_with_training_time_and_time_to_target(fmnist_root, tmp_path):
+    from projects.accel_ssl.reproduce import curve, time_to
+
+    cfg = tiny_cfg("simclr", fmnist_root, tmp_path, "run.name=every", "eval.every_steps=3")
+    res = train_mod.main(cfg)
+    evals = [m for m in read_metrics(tmp_path / "accel_ssl" / "every") if "eval/knn_top1" in m and "budget/train_time_s" in m]
+    assert [m["step"] for m in evals] == [3, 6]
+    times = [m["budget/train_time_s"] for m in evals]
+    assert 0 < times[0] < times[1] < res["train_time_s"]
+    pts = curve(cfg, res)
+    assert len(pts) == 3 and pts[-1] == (res["train_time_s"], res["train_tflops"], res["knn_top1"])
+    assert time_to([(1.0, 2.0, 0.5), (3.0, 4.0, 0.8), (5.0, 6.0, 0.7)], 0.75) == (3.0, 4.0)
+    assert time_to([(1.0, 2.0, 0.5)], 0.9) is None
