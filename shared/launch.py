@@ -41,13 +41,9 @@ class Job(submitit.helpers.Checkpointable):
         return importlib.import_module(self.entry).main(cfg)
 
 
-def build_parser(entry: str | None = None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--entry", default=entry, required=entry is None,
-                   help="module with main(cfg), e.g. projects.ezvsl.train")
-    p.add_argument("--config", required=True, help="YAML config (follows base:)")
-    p.add_argument("--cluster", default="none", choices=["none", "local", "debug", "slurm"],
-                   help="none: run here (also under torchrun); local/debug/slurm: submit with submitit")
+def add_cluster_args(p: argparse.ArgumentParser, cpus_per_task: int = 10, mem_gb: int = 0, time_min: float = 24 * 60,
+                     max_requeue: int = 20) -> None:
+    """The submitit / SLURM options, shared by every launcher (single runs and sweeps)."""
     g = p.add_argument_group("submitit / SLURM")
     g.add_argument("--partition", default=None)
     g.add_argument("--account", default=None)
@@ -55,14 +51,51 @@ def build_parser(entry: str | None = None) -> argparse.ArgumentParser:
     g.add_argument("--constraint", default=None)
     g.add_argument("--nodes", type=int, default=1)
     g.add_argument("--gpus-per-node", type=int, default=1)
-    g.add_argument("--cpus-per-task", type=int, default=10)
-    g.add_argument("--mem-gb", type=int, default=0, help="0 asks SLURM for the whole node's memory")
-    g.add_argument("--time-min", type=float, default=24 * 60)
+    g.add_argument("--cpus-per-task", type=int, default=cpus_per_task)
+    g.add_argument("--mem-gb", type=int, default=mem_gb, help="0 asks SLURM for the whole node's memory")
+    g.add_argument("--time-min", type=float, default=time_min)
     g.add_argument("--signal-delay-s", type=int, default=120,
                    help="warning before the time limit at which the job checkpoints and requeues")
-    g.add_argument("--max-requeue", type=int, default=20, help="how many timeouts may requeue the job")
-    g.add_argument("--log-dir", default=None, help="submitit's folder (default: <run>/submitit)")
+    g.add_argument("--max-requeue", type=int, default=max_requeue, help="how many timeouts may requeue the job")
+    g.add_argument("--log-dir", default=None, help="submitit's folder (default: under the run folder)")
     g.add_argument("--wait", action="store_true", help="block until the job ends and print its result")
+
+
+def make_executor(args: argparse.Namespace, folder: Path, name: str, array_parallelism: int | None = None):
+    """A submitit executor for ``args.cluster`` (local | debug | slurm, or auto: submitit decides)."""
+    tasks = max(1, args.gpus_per_node)
+    if args.cluster == "local":  # subprocesses on this machine; LocalExecutor takes fractional limits (tests)
+        executor = submitit.LocalExecutor(folder=str(folder / "%j"), max_num_timeout=args.max_requeue)
+        executor.update_parameters(timeout_min=args.time_min, tasks_per_node=tasks, gpus_per_node=args.gpus_per_node,
+                                   signal_delay_s=args.signal_delay_s)
+        return executor
+    executor = submitit.AutoExecutor(folder=str(folder / "%j"), cluster=None if args.cluster == "auto" else args.cluster,
+                                     slurm_max_num_timeout=args.max_requeue)
+    params = dict(name=name, timeout_min=max(1, round(args.time_min)), nodes=args.nodes, tasks_per_node=tasks,
+                  cpus_per_task=args.cpus_per_task, stderr_to_stdout=True)
+    if executor.cluster == "slurm":
+        params.update(gpus_per_node=args.gpus_per_node, mem_gb=args.mem_gb, slurm_signal_delay_s=args.signal_delay_s)
+        extra = {k: v for k, v in (("account", args.account), ("qos", args.qos)) if v}
+        if args.partition:
+            params["slurm_partition"] = args.partition
+        if args.constraint:
+            params["slurm_constraint"] = args.constraint
+        if extra:
+            params["slurm_additional_parameters"] = extra
+        if array_parallelism:
+            params["slurm_array_parallelism"] = array_parallelism
+    executor.update_parameters(**params)
+    return executor
+
+
+def build_parser(entry: str | None = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--entry", default=entry, required=entry is None,
+                   help="module with main(cfg), e.g. projects.ezvsl.train")
+    p.add_argument("--config", required=True, help="YAML config (follows base:)")
+    p.add_argument("--cluster", default="none", choices=["none", "local", "debug", "slurm"],
+                   help="none: run here (also under torchrun); local/debug/slurm: submit with submitit")
+    add_cluster_args(p)
     p.add_argument("overrides", nargs="*", help="dotted config overrides, key.sub=value")
     return p
 
@@ -71,27 +104,7 @@ def submit(args: argparse.Namespace) -> submitit.Job:
     cfg = load_config(args.config, args.overrides)  # fail here, not on the cluster, on a bad config
     run_dir = Path(cfg.run.root) / cfg.run.project / cfg.run.name
     folder = Path(args.log_dir) if args.log_dir else run_dir / "submitit"
-    tasks = max(1, args.gpus_per_node)
-    if args.cluster == "local":  # subprocesses on this machine; LocalExecutor takes fractional limits (tests)
-        executor = submitit.LocalExecutor(folder=str(folder / "%j"), max_num_timeout=args.max_requeue)
-        executor.update_parameters(timeout_min=args.time_min, tasks_per_node=tasks, gpus_per_node=args.gpus_per_node,
-                                   signal_delay_s=args.signal_delay_s)
-    else:
-        executor = submitit.AutoExecutor(folder=str(folder / "%j"), cluster=args.cluster,
-                                         slurm_max_num_timeout=args.max_requeue)
-        params = dict(name=f"{cfg.run.project}-{cfg.run.name}", timeout_min=max(1, round(args.time_min)),
-                      nodes=args.nodes, tasks_per_node=tasks, cpus_per_task=args.cpus_per_task, stderr_to_stdout=True)
-        if args.cluster == "slurm":
-            params.update(gpus_per_node=args.gpus_per_node, mem_gb=args.mem_gb,
-                          slurm_signal_delay_s=args.signal_delay_s)
-            extra = {k: v for k, v in (("account", args.account), ("qos", args.qos)) if v}
-            if args.partition:
-                params["slurm_partition"] = args.partition
-            if args.constraint:
-                params["slurm_constraint"] = args.constraint
-            if extra:
-                params["slurm_additional_parameters"] = extra
-        executor.update_parameters(**params)
+    executor = make_executor(args, folder, f"{cfg.run.project}-{cfg.run.name}")
     job = executor.submit(Job(args.entry, os.path.abspath(args.config), args.overrides))
     print(f"submitted job {job.job_id} ({args.cluster}); logs in {folder}/{job.job_id}", flush=True)
     return job

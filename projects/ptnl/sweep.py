@@ -38,7 +38,7 @@ import yaml
 
 from shared.checkpoint import atomic_write_text
 from shared.config import load_config
-from shared.launch import Job
+from shared.launch import Job, add_cluster_args, make_executor
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 ENTRY = "projects.ptnl.train"
@@ -99,28 +99,14 @@ def expand(grid: dict, datasets: list[str] | None = None, extra: list[str] = ())
 
 
 def submit(jobs: list[dict], args, folder: Path):
-    import submitit
-
     if args.cluster == "none":
         results = []
         for j in jobs:
             print(f"[{len(results) + 1}/{len(jobs)}] {j['name']}", flush=True)
             results.append(Job(ENTRY, j["config"], j["overrides"])())
         return results
-    executor = submitit.AutoExecutor(folder=str(folder / "%j"),
-                                     cluster=None if args.cluster == "auto" else args.cluster,
-                                     slurm_max_num_timeout=args.max_requeue)
-    params = dict(name="ptnl-sweep", timeout_min=int(args.time_min), nodes=1, tasks_per_node=1,
-                  cpus_per_task=args.cpus_per_task, stderr_to_stdout=True)
-    if args.cluster in ("slurm", "auto"):
-        params.update(gpus_per_node=1, mem_gb=args.mem_gb, slurm_signal_delay_s=120,
-                      slurm_array_parallelism=args.parallel)
-        if args.partition:
-            params["slurm_partition"] = args.partition
-        extra = {k: v for k, v in (("account", args.account), ("qos", args.qos)) if v}
-        if extra:
-            params["slurm_additional_parameters"] = extra
-    executor.update_parameters(**params)
+    args.gpus_per_node, args.nodes = 1, 1  # one GPU per run of the grid
+    executor = make_executor(args, folder, "ptnl-sweep", array_parallelism=args.parallel)
     with executor.batch():
         submitted = [executor.submit(Job(ENTRY, os.path.abspath(j["config"]), j["overrides"])) for j in jobs]
     print(f"submitted {len(submitted)} jobs ({args.cluster}); logs in {folder}", flush=True)
@@ -209,15 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="list the jobs and exit")
     p.add_argument("--cluster", default="slurm", choices=["slurm", "auto", "local", "debug", "none"],
                    help="slurm (default) | auto (submitit decides) | local/debug (tests) | none: run here in turn")
-    p.add_argument("--partition", default=None)
-    p.add_argument("--account", default=None)
-    p.add_argument("--qos", default=None)
-    p.add_argument("--cpus-per-task", type=int, default=8)
-    p.add_argument("--mem-gb", type=int, default=32)
-    p.add_argument("--time-min", type=float, default=180)
     p.add_argument("--parallel", type=int, default=64, help="SLURM array parallelism")
-    p.add_argument("--max-requeue", type=int, default=5)
-    p.add_argument("--wait", action="store_true")
+    add_cluster_args(p, cpus_per_task=8, mem_gb=32, time_min=180, max_requeue=5)
     p.add_argument("overrides", nargs="*", help="key=value for every job (e.g. data.root=/data/coop)")
     return p
 
