@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -9,46 +10,38 @@ import numpy as np
 from shared.data.audio import MediaError
 
 
-def video_info(path: str | os.PathLike) -> dict:
+@contextmanager
+def _video_stream(path: Path, action: str):
+    """(container, first video stream), with missing files and decoder errors reported by path."""
     import av
 
-    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"video file not found: {path}")
     try:
         with av.open(str(path)) as c:
             if not c.streams.video:
                 raise MediaError(f"{path}: no video stream")
-            s = c.streams.video[0]
-            fps = float(s.average_rate or s.guessed_rate or 0)
-            duration = float(s.duration * s.time_base) if s.duration else (c.duration or 0) / 1e6
-            return {"fps": fps, "duration": duration, "frames": s.frames or int(round(duration * fps)),
-                    "width": s.codec_context.width, "height": s.codec_context.height,
-                    "has_audio": bool(c.streams.audio)}
+            yield c, c.streams.video[0]
     except MediaError:
         raise
     except Exception as e:
-        raise MediaError(f"{path}: cannot open video ({type(e).__name__}: {e})") from e
+        raise MediaError(f"{path}: cannot {action} video ({type(e).__name__}: {e})") from e
+
+
+def video_info(path: str | os.PathLike) -> dict:
+    with _video_stream(Path(path), "open") as (c, s):
+        fps = float(s.average_rate or s.guessed_rate or 0)
+        duration = float(s.duration * s.time_base) if s.duration else (c.duration or 0) / 1e6
+        return {"fps": fps, "duration": duration, "frames": s.frames or int(round(duration * fps)),
+                "width": s.codec_context.width, "height": s.codec_context.height, "has_audio": bool(c.streams.audio)}
 
 
 def read_frames(path: str | os.PathLike, times: list[float] | None = None) -> np.ndarray:
     """RGB frames (N, H, W, 3) uint8: every frame, or the frame shown at each time in ``times`` (s)."""
-    import av
-
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"video file not found: {path}")
-    try:
-        with av.open(str(path)) as c:
-            if not c.streams.video:
-                raise MediaError(f"{path}: no video stream")
-            stream = c.streams.video[0]
-            decoded = [(float(f.pts * f.time_base) if f.pts is not None else i / float(stream.average_rate or 1),
-                        f.to_ndarray(format="rgb24")) for i, f in enumerate(c.decode(stream))]
-    except MediaError:
-        raise
-    except Exception as e:
-        raise MediaError(f"{path}: cannot decode video ({type(e).__name__}: {e})") from e
+    with _video_stream(path, "decode") as (c, stream):
+        decoded = [(float(f.pts * f.time_base) if f.pts is not None else i / float(stream.average_rate or 1),
+                    f.to_ndarray(format="rgb24")) for i, f in enumerate(c.decode(stream))]
     if not decoded:
         raise MediaError(f"{path}: video stream holds no frames")
     if times is None:
