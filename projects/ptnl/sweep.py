@@ -217,7 +217,7 @@ def main(argv=None):
         md = write_tables(rows, out_dir)
         print(md + f"\n\nwritten to {out_dir}/results.{{md,csv,json}}")
         return rows
-    return submit(jobs, args, out_dir / "submitit")
+    return submit(jobs, args, Path(args.log_dir) if args.log_dir else out_dir / "submitit")
 
 
 if __name__ == "__main__":
