@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import difflib
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -18,6 +19,25 @@ import yaml
 
 class ConfigError(ValueError):
     pass
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML follows YAML 1.1, where ``1e-3`` (no dot) is a string; read it as a float like YAML 1.2."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                |[-+]?\.(?:inf|Inf|INF)
+                |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def load_yaml(text_or_stream) -> Any:
+    """``yaml.safe_load`` with YAML 1.2 floats (``1e-3``); every config, override and sweep file is read with it."""
+    return yaml.load(text_or_stream, Loader=_Loader)
 
 
 class Config(dict):
@@ -95,7 +115,7 @@ def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     with open(path) as f:
-        data = yaml.safe_load(f) or {}
+        data = load_yaml(f) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a YAML mapping")
     return data
@@ -121,7 +141,7 @@ def parse_overrides(overrides: Iterable[str]) -> dict:
         if "=" not in item:
             raise ConfigError(f"override '{item}' is not of the form key.sub=value")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw != "" else ""
+        value = load_yaml(raw) if raw != "" else ""
         node = tree
         parts = key.strip().split(".")
         for p in parts[:-1]:

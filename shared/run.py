@@ -16,11 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 
 from shared import dist
 from shared.checkpoint import CheckpointManager, atomic_write_text, rng_state
-from shared.config import Config, config_diff, save_config
+from shared.config import Config, config_diff, load_yaml, save_config
 from shared.logging import MetricLogger, setup_python_logging
 
 log = logging.getLogger(__name__)
@@ -123,7 +122,7 @@ def start_run(cfg: Config) -> RunContext:
         run_dir.mkdir(parents=True, exist_ok=True)
         saved = run_dir / "config.yaml"
         if saved.exists():
-            diff = config_diff(yaml.safe_load(saved.read_text()) or {}, cfg.to_dict())
+            diff = config_diff(load_yaml(saved.read_text()) or {}, cfg.to_dict())
             if diff:
                 log.warning("config differs from the one this run folder was started with:\n  %s",
                             "\n  ".join(diff))

@@ -26,10 +26,9 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
 from shared.checkpoint import load_weights
-from shared.config import load_config
+from shared.config import load_config, load_yaml
 from shared.data.robust import collate_skipping_bad
 from shared.data.sampling import sample_seed
 from shared.run import run_dir_of
@@ -147,7 +146,7 @@ def main(argv=None) -> dict:
         items = [ds[(i, sample_seed(cfg.run.seed, 7, i))] for i in range(r * b, (r + 1) * b)]
         views = collate_skipping_bad(items)["views"]
         batches.append([v.to(device) for v in views])
-    settings = resolve(yaml.safe_load(a.settings) if a.settings else DEFAULT_SETTINGS, cfg.model.patch_size)
+    settings = resolve(load_yaml(a.settings) if a.settings else DEFAULT_SETTINGS, cfg.model.patch_size)
     rows = measure(model, batches, settings, cfg.run.seed, cfg.method.teacher_temp, view_sizes(cfg))
     tag = a.tag or (Path(a.checkpoint).stem if a.checkpoint else "init")
     out_dir = run_dir_of(cfg) / "grad_error"

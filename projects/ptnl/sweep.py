@@ -37,7 +37,7 @@ import numpy as np
 import yaml
 
 from shared.checkpoint import atomic_write_text
-from shared.config import load_config
+from shared.config import load_config, load_yaml
 from shared.launch import Job, add_cluster_args, make_executor
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -55,7 +55,7 @@ def read_grid(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"grid file not found: {path}")
-    g = yaml.safe_load(path.read_text()) or {}
+    g = load_yaml(path.read_text()) or {}
     unknown = set(g) - GRID_KEYS
     if unknown:
         raise ValueError(f"{path}: unknown keys {sorted(unknown)}; valid: {sorted(GRID_KEYS)}")

@@ -24,6 +24,16 @@ def test_inheritance_and_typed_overrides(cfgs):
     assert cfg.run.name == "grandchild"  # run folder named from the config file
 
 
+def test_exponent_floats_without_a_dot(cfgs):
+    # YAML 1.1 (PyYAML) reads 1e-3 as a string; a learning rate written so must be a float
+    (cfgs / "exp.yaml").write_text("base: base.yaml\noptim: {lr: 5e-4}\n")
+    cfg = load_config(cfgs / "exp.yaml", ["run.seed=1e3"])
+    assert cfg.optim.lr == 5e-4 and isinstance(cfg.optim.lr, float)
+    assert cfg.run.seed == 1000.0
+    assert parse_overrides(["a=-2E+2", "b=1.5", "c=1_000", "d=e5", "e=.inf"]) == {
+        "a": -200.0, "b": 1.5, "c": 1000, "d": "e5", "e": float("inf")}
+
+
 def test_unknown_key_names_closest(cfgs):
     with pytest.raises(ConfigError, match=r"optim\.epoch'.*Did you mean 'epochs'"):
         load_config(cfgs / "child.yaml", ["optim.epoch=3"])
