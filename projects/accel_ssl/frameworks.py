@@ -116,9 +116,9 @@ class DINO(Framework):
 
     def __init__(self, backbone: SeqCompressViT, out_dim: int = 65536, hidden: int = 2048, bottleneck: int = 256,
                  norm_last_layer: bool = True, student_temp: float = 0.1, center_momentum: float = 0.9,
-                 n_local: int = 10):
+                 n_local: int = 10, use_bn_in_head: bool = False):
         super().__init__(backbone)
-        self.head = DINOHead(backbone.embed_dim, out_dim, hidden, bottleneck, norm_last_layer)
+        self.head = DINOHead(backbone.embed_dim, out_dim, hidden, bottleneck, norm_last_layer, use_bn_in_head)
         self.t_backbone, self.t_head = _frozen_copy(backbone), _frozen_copy(self.head)
         self.register_buffer("center", torch.zeros(1, out_dim))
         self.student_temp, self.center_momentum = student_temp, center_momentum
@@ -158,5 +158,5 @@ def build_framework(cfg) -> Framework:
         return SimCLR(backbone, meth.hidden_dim, meth.out_dim, meth.tau, meth.gather_negatives)
     if name == "dino":
         return DINO(backbone, meth.out_dim, meth.hidden_dim, meth.bottleneck_dim, meth.norm_last_layer,
-                    meth.student_temp, meth.center_momentum, cfg.data.n_local_crops)
+                    meth.student_temp, meth.center_momentum, cfg.data.n_local_crops, meth.use_bn_in_head)
     raise ValueError(f"method.name must be mocov3, simclr or dino, got {name!r}")

@@ -23,13 +23,15 @@ def moco_mlp(num_layers: int, in_dim: int, hidden: int, out_dim: int, last_bn: b
 
 class DINOHead(nn.Module):
     """3-layer GELU MLP (hidden 2048) to a 256-d bottleneck, L2 normalisation, then a weight-normalised
-    linear layer to ``out_dim`` prototypes whose norm is fixed to 1 when ``norm_last_layer``."""
+    linear layer to ``out_dim`` prototypes whose norm is fixed to 1 when ``norm_last_layer``.
+    ``use_bn`` puts BatchNorm after the two hidden linears (the official ``--use_bn_in_head``)."""
 
     def __init__(self, in_dim: int, out_dim: int = 65536, hidden: int = 2048, bottleneck: int = 256,
-                 norm_last_layer: bool = True):
+                 norm_last_layer: bool = True, use_bn: bool = False):
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
-                                 nn.Linear(hidden, bottleneck))
+        bn = (lambda: nn.BatchNorm1d(hidden)) if use_bn else nn.Identity
+        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden), bn(), nn.GELU(), nn.Linear(hidden, hidden), bn(),
+                                 nn.GELU(), nn.Linear(hidden, bottleneck))
         for m in self.mlp:
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)

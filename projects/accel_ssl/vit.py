@@ -73,7 +73,7 @@ class SeqCompressViT(nn.Module):
         self.pos_embed_kind = pos_embed
         proj = self.vit.patch_embed.proj
         if moco_init:  # MoCo v3: xavier-uniform over the flattened kernel, zero bias
-            val = math.sqrt(6.0 / float(3 * patch_size * patch_size + dim))
+            val = math.sqrt(6.0 / float(in_chans * patch_size * patch_size + dim))
             nn.init.uniform_(proj.weight, -val, val)
             nn.init.zeros_(proj.bias)
         if freeze_patch_embed:  # MoCo v3's stop-grad-conv1: a frozen random patch projection

@@ -17,9 +17,9 @@ def batch(cfg, n=8):
     return collate_skipping_bad([ds[(i, i)] for i in range(n)])["views"]
 
 
-@pytest.mark.parametrize("method", ["mocov3", "simclr", "dino"])
-def test_every_setting_trains_exactly_the_trainable_parameters(method, fmnist_root, tmp_path):
-    cfg = tiny_cfg(method, fmnist_root, tmp_path)
+@pytest.mark.parametrize("method,bn_head", [("mocov3", None), ("simclr", None), ("dino", True), ("dino", False)])
+def test_every_setting_trains_exactly_the_trainable_parameters(method, bn_head, fmnist_root, tmp_path):
+    cfg = tiny_cfg(method, fmnist_root, tmp_path, *([f"method.use_bn_in_head={bn_head}"] if bn_head is not None else []))
     torch.manual_seed(0)
     model = build_framework(cfg)
     views = batch(cfg)
@@ -31,6 +31,7 @@ def test_every_setting_trains_exactly_the_trainable_parameters(method, fmnist_ro
     if method == "dino":
         assert "head.last_layer.parametrizations.weight.original0" in frozen  # norm_last_layer
         assert all(n in frozen for n, _ in model.named_parameters() if n.startswith(("t_backbone", "t_head")))
+        assert any(isinstance(m, torch.nn.BatchNorm1d) for m in model.head.mlp) == bn_head
     for s in SETTINGS:
         model.zero_grad(set_to_none=True)
         gens = [torch.Generator().manual_seed(i) for i in range(len(views) + 2)]
