@@ -121,6 +121,15 @@ def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
     return x / world_size()
 
 
+def all_gather_object(obj) -> list:
+    """``[obj of rank 0, obj of rank 1, ...]`` (picklable objects; ``[obj]`` on one process)."""
+    if not is_dist():
+        return [obj]
+    out = [None] * world_size()
+    tdist.all_gather_object(out, obj)
+    return out
+
+
 def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
     if not is_dist():
         return x

@@ -33,8 +33,13 @@ class TooManyBadSamples(RuntimeError):
 
 
 class BadSampleMonitor:
-    def __init__(self, max_fraction: float = 0.01, name: str = "train"):
-        self.max_fraction, self.name = max_fraction, name
+    """Counts unreadable samples per epoch and stops the run once they exceed ``max_fraction`` of the
+    epoch. With ``epoch_size`` (samples per epoch) the limit is ``max_fraction * epoch_size`` from the
+    first batch on, so one bad file early in an epoch whose fraction stays under the limit does not stop
+    the run; without it the fraction of the samples seen so far is used. Its state goes into checkpoints."""
+
+    def __init__(self, max_fraction: float = 0.01, name: str = "train", epoch_size: int | None = None):
+        self.max_fraction, self.name, self.epoch_size = max_fraction, name, epoch_size
         self.reset()
 
     def reset(self) -> None:
@@ -45,11 +50,22 @@ class BadSampleMonitor:
         for b in bad:
             log.warning("[%s] unreadable sample %s: %s", self.name, b.key, b.error)
         self.bad += bad
-        if self.seen and len(self.bad) / self.seen > self.max_fraction and len(self.bad) > 0:
+        if not self.bad:
+            return
+        denominator = self.epoch_size or self.seen
+        if len(self.bad) > self.max_fraction * denominator:
             raise TooManyBadSamples(
-                f"[{self.name}] {len(self.bad)} of {self.seen} samples unreadable "
-                f"(> data.max_bad_fraction={self.max_fraction}); first: "
+                f"[{self.name}] {len(self.bad)} unreadable samples "
+                + (f"in an epoch of {self.epoch_size}" if self.epoch_size else f"of {self.seen} seen")
+                + f" (> data.max_bad_fraction={self.max_fraction}); first: "
                 + "; ".join(f"{b.key}: {b.error}" for b in self.bad[:3]))
 
     def summary(self) -> dict:
         return {f"{self.name}/bad_samples": len(self.bad), f"{self.name}/samples_seen": self.seen}
+
+    def state_dict(self) -> dict:
+        return {"seen": self.seen, "bad": [(b.key, b.error) for b in self.bad]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.seen = int(state["seen"])
+        self.bad = [BadSample(k, e) for k, e in state["bad"]]
