@@ -1,0 +1,234 @@
+"""A real-media audio-visual demo set from Debian's ``tuxpaint-stamps-default``: object pictures
+(transparent PNG) and, for some of them, a recording of that object's sound (``<name>.ogg`` beside
+``<name>.png``; ``<name>_desc*.ogg`` and ``<name>_<lang>.ogg`` are spoken words and are not used).
+
+Frames of 2-3 objects pasted on a random background, with known boxes and alpha masks; each frame is
+paired with the recording of ONE of its objects (the sounding object), cropped at a random offset
+and gain. Written in the on-disk layout of the AVGN / EZ-VSL loaders, so a demo run exercises the
+real data readers:
+
+    <root>/train/frames/<id>.jpg   <root>/train/audio/<id>.wav      training pairs
+    <root>/test/frames/<id>.jpg    <root>/test/audio/<id>.wav       evaluation pairs
+    <root>/test/masks/<id>.pkl     the sounding object's alpha mask (VGG-Instruments style, 0/1 uint8)
+    <root>/duet/frames/<id>_00000.jpg  <root>/duet/audio/<id>.wav   two-object frames whose audio is the
+                                   sum of both objects' sounds (MUSIC-duet style: frame id = audio id + _NNNNN)
+    <root>/metadata/<prefix>_train.txt   "id,class" lines
+    <root>/metadata/<prefix>_test.csv    "id,class" lines
+    <root>/metadata/<prefix>_test.json   VGG-SS style: [{"file", "class", "bbox": [[x0, y0, x1, y1]]}] normalised
+    <root>/metadata/<prefix>_duet.json   MUSIC-duet style: [{"file", "class_src1", "bbox_src1": [x, y, w, h],
+                                          "class_src2", "bbox_src2"}] normalised xywh
+    <root>/metadata/<prefix>_eval_ss.csv VGG-Music style separation pairs: source_1,source_2,class_1,class_2,sep_type
+    <root>/metadata/<prefix>_classes.json  class -> the stamp files used
+
+Each class has one picture and one recording, so train and test share the media and differ in
+composition, crop, scale and gain: the set measures whether a model ties a sound to the object
+making it, not generalisation to new recordings.
+
+    python -m shared.data.tuxpaint --root data/oneavm_demo --n-train 600 --n-test 80
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import pickle
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from shared.data.audio import load_audio, write_wav
+
+log = logging.getLogger(__name__)
+
+STAMPS = Path("/usr/share/tuxpaint/stamps")
+# sounds that are the object's own sound (not speech), distinct from each other, >= 0.9 s long
+DEFAULT_CLASSES = {
+    "cello": "hobbies/music/string/cello", "violin": "hobbies/music/string/violin",
+    "bassoon": "hobbies/music/wind/bassoon", "drumkit": "hobbies/music/percussion/drumkit",
+    "cymbal": "hobbies/music/percussion/cymbal_crash", "frog": "animals/amphibians/frog",
+    "rooster": "animals/birds/rooster", "cow": "animals/mammals/bovines/cow",
+    "dog": "animals/mammals/dogs/dog", "lion": "animals/mammals/cats/lion",
+    "duck": "animals/birds/duck", "horse": "animals/mammals/equines/horse",
+}
+HOW_TO_GET = "install Debian's tuxpaint-stamps-default (`sudo apt-get install tuxpaint-stamps-default`)"
+
+
+class Stamp:
+    def __init__(self, name: str, stem: Path, sample_rate: int):
+        png, ogg = stem.with_suffix(".png"), stem.with_suffix(".ogg")
+        for p in (png, ogg):
+            if not p.is_file():
+                raise FileNotFoundError(f"tuxpaint stamp file missing: {p} ({HOW_TO_GET})")
+        self.name, self.png, self.ogg = name, png, ogg
+        with Image.open(png) as im:
+            self.rgba = im.convert("RGBA")
+        wave, _ = load_audio(ogg, sample_rate)
+        # trim leading/trailing near-silence so crops hold the sound
+        env = np.abs(wave) > 0.02 * np.abs(wave).max()
+        idx = np.flatnonzero(env)
+        self.wave = wave[idx[0]: idx[-1] + 1] / max(np.abs(wave).max(), 1e-6)
+
+
+def load_stamps(classes: dict[str, str] | None = None, stamps_dir: Path = STAMPS,
+                sample_rate: int = 11025) -> list[Stamp]:
+    if not Path(stamps_dir).is_dir():
+        raise FileNotFoundError(f"{stamps_dir} not found: {HOW_TO_GET}")
+    classes = classes or DEFAULT_CLASSES
+    return [Stamp(name, Path(stamps_dir) / rel, sample_rate) for name, rel in classes.items()]
+
+
+def sound_crop(stamp: Stamp, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` samples of the stamp's sound from a random offset (tiled when shorter), random gain."""
+    w = stamp.wave
+    if len(w) < n:
+        w = np.tile(w, n // len(w) + 1)
+    start = int(rng.integers(0, len(w) - n + 1))
+    return (w[start:start + n] * rng.uniform(0.5, 1.0)).astype(np.float32)
+
+
+def background(size: int, rng: np.random.Generator) -> Image.Image:
+    c0, c1 = rng.integers(90, 256, 3), rng.integers(90, 256, 3)
+    t = np.linspace(0, 1, size)[:, None, None]
+    img = (c0 * (1 - t) + c1 * t) * np.ones((1, size, 1))
+    img += rng.normal(0, 6, img.shape)
+    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+
+
+def compose(stamps: list[Stamp], size: int, rng: np.random.Generator, min_frac=0.3, max_frac=0.45):
+    """Paste the stamps at random non-overlapping-ish places. Returns the RGB frame, the pixel boxes
+    (x0, y0, x1, y1, end-exclusive) and the (size, size) 0/1 alpha mask of each stamp (occlusion by
+    later stamps removed)."""
+    canvas = background(size, rng)
+    boxes, masks = [], []
+    for st in stamps:
+        for _ in range(20):  # rejection-sample a place that overlaps earlier boxes by < 25 %
+            side = int(size * rng.uniform(min_frac, max_frac))
+            w, h = st.rgba.size
+            scale = side / max(w, h)
+            bw, bh = max(1, int(w * scale)), max(1, int(h * scale))
+            x0, y0 = int(rng.integers(0, size - bw + 1)), int(rng.integers(0, size - bh + 1))
+            ok = all(_overlap((x0, y0, x0 + bw, y0 + bh), b) < 0.25 for b in boxes)
+            if ok:
+                break
+        im = st.rgba.resize((bw, bh), Image.BICUBIC)
+        if rng.random() < 0.5:
+            im = im.transpose(Image.FLIP_LEFT_RIGHT)
+        canvas.paste(im, (x0, y0), im)
+        alpha = np.zeros((size, size), np.uint8)
+        alpha[y0:y0 + bh, x0:x0 + bw] = np.asarray(im)[..., 3] > 127
+        for m in masks:
+            m &= ~alpha.astype(bool)
+        ys, xs = np.nonzero(alpha)
+        boxes.append((int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1) if len(xs) else
+                     (x0, y0, x0 + bw, y0 + bh))
+        masks.append(alpha.astype(bool))
+    return canvas, boxes, [m.astype(np.uint8) for m in masks]
+
+
+def _overlap(a, b) -> float:
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    return ix * iy / max(1, min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1])))
+
+
+def _write_pair(root: Path, split: str, vid: str, frame: Image.Image, wave: np.ndarray, sr: int) -> None:
+    (root / split / "frames").mkdir(parents=True, exist_ok=True)
+    frame.save(root / split / "frames" / f"{vid}.jpg", quality=92)
+    write_wav(root / split / "audio" / f"{vid}.wav", wave, sr)
+
+
+def make_tuxpaint_av(root: str | Path, n_train: int = 600, n_test: int = 80, n_duet: int = 40,
+                     n_pairs: int = 80, size: int = 224, duration: float = 1.0, sample_rate: int = 11025,
+                     prefix: str = "demo", seed: int = 0, classes: dict[str, str] | None = None,
+                     stamps_dir: Path = STAMPS, max_objects: int = 3) -> Path:
+    """Write the demo set (see the module docstring) under ``root``; returns ``root``. Deterministic
+    in ``seed``; an existing complete set (its ``<prefix>_classes.json`` written last) is kept."""
+    root = Path(root)
+    done = root / "metadata" / f"{prefix}_classes.json"
+    if done.is_file():
+        return root
+    stamps = load_stamps(classes, stamps_dir, sample_rate)
+    if len(stamps) < max_objects:
+        raise ValueError(f"need at least {max_objects} classes, got {len(stamps)}")
+    rng = np.random.default_rng(seed)
+    n = int(round(duration * sample_rate))
+    (root / "metadata").mkdir(parents=True, exist_ok=True)
+
+    def frame_with(k: int, n_obj: int):
+        others = [int(i) for i in rng.permutation(len(stamps)) if i != k][: n_obj - 1]
+        order = [k] + others
+        rng.shuffle(order)
+        frame, boxes, masks = compose([stamps[i] for i in order], size, rng)
+        j = order.index(k)
+        return frame, boxes[j], masks[j]
+
+    rows = {"train": [], "test": []}
+    test_json = []
+    for split, count in (("train", n_train), ("test", n_test)):
+        for i in range(count):
+            k = i % len(stamps)  # balanced classes
+            vid = f"{split}_{i:05d}"
+            frame, box, mask = frame_with(k, int(rng.integers(2, max_objects + 1)))
+            _write_pair(root, split, vid, frame, sound_crop(stamps[k], n, rng), sample_rate)
+            rows[split].append((vid, stamps[k].name))
+            if split == "test":
+                test_json.append({"file": vid, "class": stamps[k].name,
+                                  "bbox": [[box[0] / size, box[1] / size, box[2] / size, box[3] / size]]})
+                (root / "test" / "masks").mkdir(parents=True, exist_ok=True)
+                with open(root / "test" / "masks" / f"{vid}.pkl", "wb") as f:
+                    pickle.dump(mask, f)
+    for split, name in (("train", f"{prefix}_train.txt"), ("test", f"{prefix}_test.csv")):
+        (root / "metadata" / name).write_text("".join(f"{v},{c}\n" for v, c in rows[split]))
+    (root / "metadata" / f"{prefix}_test.json").write_text(json.dumps(test_json))
+
+    duet = []
+    for i in range(n_duet):
+        a, b = (int(x) for x in rng.choice(len(stamps), 2, replace=False))
+        frame, boxes, _ = compose([stamps[a], stamps[b]], size, rng)
+        vid = f"duet_{i:05d}"
+        (root / "duet" / "frames").mkdir(parents=True, exist_ok=True)
+        frame.save(root / "duet" / "frames" / f"{vid}_00000.jpg", quality=92)
+        write_wav(root / "duet" / "audio" / f"{vid}.wav",
+                  0.5 * (sound_crop(stamps[a], n, rng) + sound_crop(stamps[b], n, rng)), sample_rate)
+        xywh = [[x0 / size, y0 / size, (x1 - x0) / size, (y1 - y0) / size] for x0, y0, x1, y1 in boxes]
+        duet.append({"file": f"{vid}_00000", "class_src1": stamps[a].name, "bbox_src1": xywh[0],
+                     "class_src2": stamps[b].name, "bbox_src2": xywh[1]})
+    (root / "metadata" / f"{prefix}_duet.json").write_text(json.dumps(duet))
+
+    # separation pairs over test clips of different classes (Easy: an instrument with an animal, Hard: same family)
+    instruments = {"cello", "violin", "bassoon", "drumkit", "cymbal"}
+    with open(root / "metadata" / f"{prefix}_eval_ss.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["source_1", "source_2", "class_1", "class_2", "sep_type"])
+        test = rows["test"]
+        made = 0
+        while made < n_pairs:
+            i, j = (int(x) for x in rng.choice(len(test), 2, replace=False))
+            if test[i][1] == test[j][1]:
+                continue
+            hard = (test[i][1] in instruments) == (test[j][1] in instruments)
+            w.writerow([test[i][0], test[j][0], test[i][1], test[j][1], "Hard" if hard else "Easy"])
+            made += 1
+    done.write_text(json.dumps({s.name: [str(s.png), str(s.ogg)] for s in stamps}, indent=1))
+    log.info("tuxpaint demo set written to %s", root)
+    return root
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--root", required=True)
+    p.add_argument("--n-train", type=int, default=600)
+    p.add_argument("--n-test", type=int, default=80)
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--duration", type=float, default=1.0)
+    p.add_argument("--sample-rate", type=int, default=11025)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    print(make_tuxpaint_av(a.root, a.n_train, a.n_test, size=a.size, duration=a.duration,
+                           sample_rate=a.sample_rate, seed=a.seed))
+
+
+if __name__ == "__main__":
+    main()
