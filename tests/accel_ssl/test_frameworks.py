@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from projects.accel_ssl.compression import Setting
-from projects.accel_ssl.frameworks import DINO, build_framework
+from projects.accel_ssl.frameworks import build_framework
 from projects.accel_ssl import grad_error
 from projects.accel_ssl.data import pretrain_set
 from shared.data.robust import collate_skipping_bad

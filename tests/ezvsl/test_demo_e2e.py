@@ -9,7 +9,7 @@ from projects.ezvsl import reproduce
 from projects.ezvsl.train import main as train_main
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.timeout(2400)  # about 3 min on an idle 2-core machine; far slower when the CPU is shared
 def test_demo_learns_to_localize(tmp_path):
     root = generate(tmp_path / "demo", n_train=480, n_val=50, n_test=100, n_objects=600, seed=5)

@@ -10,7 +10,7 @@ from projects.ptnl import reproduce
 from shared.data import fashion_mnist
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_demo_pipeline_end_to_end(tmp_path):
     if fashion_mnist.find_root() is None:
         pytest.skip(fashion_mnist.HOW_TO_GET)

@@ -1,4 +1,3 @@
-from torch.utils.data import default_collate
 
 from shared.data.robust import BadSample, BadSampleMonitor, TooManyBadSamples, collate_skipping_bad
 from shared.data.sampling import ResumableSampler
