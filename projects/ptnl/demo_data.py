@@ -4,9 +4,8 @@
   ``split_zhou_FashionMNIST.json`` in the official format, read by the same loader as CoOp's
   eleven datasets: train from Fashion-MNIST train images 50000.., val after it, test from its
   test split;
-- image/caption pairs for pre-training the demo CLIP from scratch: the first 50,000 train images
-  (disjoint from the few-shot dataset), each with a caption made from its class name and one of
-  ``CAPTION_TEMPLATES``.
+- the demo CLIP is pre-trained on the first 50,000 train images (disjoint from the few-shot
+  dataset) with captions, in ``shared/clip/demo_clip.py``, which holds the class names and range.
 """
 from __future__ import annotations
 
@@ -17,16 +16,10 @@ import numpy as np
 from PIL import Image
 
 from shared.checkpoint import atomic_write_text
+from shared.clip.demo_clip import CLASSNAMES, PRETRAIN_RANGE
 from shared.data import fashion_mnist
 
-CLASSNAMES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle_boot"]
 SPLIT_FILE = "split_zhou_FashionMNIST.json"
-PRETRAIN_RANGE = (0, 50000)
-CAPTION_TEMPLATES = [
-    "a photo of a {}.", "a {}.", "a picture of the {}.", "a black and white photo of a {}.",
-    "a low resolution photo of a {}.", "an image of a {}.", "a close-up photo of the {}.",
-    "a grayscale picture of a {}.",
-]
 
 
 def write_fewshot_dataset(root: str | Path, n_train: int = 200, n_val: int = 20, n_test: int = 100,
@@ -67,9 +60,3 @@ def write_fewshot_dataset(root: str | Path, n_train: int = 200, n_val: int = 20,
     atomic_write_text(split_path, json.dumps(split) + "\n")
     return ddir
 
-
-def pretrain_pairs(data_root: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(images uint8 [N, 28, 28], class labels [N]) for the demo CLIP's pre-training."""
-    x, y = fashion_mnist.load("train", data_root)
-    a, b = PRETRAIN_RANGE
-    return x[a:b], y[a:b]

@@ -4,7 +4,8 @@
 
 1. writes Fashion-MNIST in CoOp's layout (``data/ptnl_demo/fashion_mnist``, split_zhou json);
 2. trains the demo CLIP from scratch on 50,000 other Fashion-MNIST images with captions
-   (``pretrain_demo.py``, a few minutes; skipped when ``data/ptnl_demo/demo_clip.pt`` exists);
+   (``shared/clip/demo_clip.py``, minutes; skipped when its cache ``data/demo_clip/demo-clip-fmnist.pt``
+   holds a model trained with the current recipe: the Patch Ranking demo shares it);
 3. runs the demo grid (``configs/sweeps/demo.yaml``) here, one run after another: zero-shot CLIP;
    CoOp prompt tuning with CE and with GCE at noise 0/25/50 % (official sampler, 16 shots) and the
    linear probe on the same noisy shots, seeds 1-3; UPL and robust UPL on zero-shot pseudo-labels;
@@ -27,19 +28,23 @@ DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
 DEMO_GRID = Path(__file__).parent / "configs" / "sweeps" / "demo.yaml"
 
 
-def prepare_demo(cfg, n_train: int, n_val: int, n_test: int, pretrain_steps: int, pretrain_minutes: float) -> dict:
+def prepare_demo(cfg, n_train: int, n_val: int, n_test: int, clip_recipe: dict | None = None) -> dict:
+    """Writes the few-shot dataset and makes sure the demo CLIP cache (``cfg.clip.pretrained``) holds a
+    model trained with ``shared.clip.demo_clip.RECIPE`` updated by ``clip_recipe``."""
     from projects.ptnl.demo_data import write_fewshot_dataset
-    from projects.ptnl.pretrain_demo import pretrain
+    from shared.clip.demo_clip import RECIPE, cached_recipe, ensure_demo_clip
 
     t = time.time()
     write_fewshot_dataset(cfg.data.root, n_train, n_val, n_test)
     info = {"data_s": time.time() - t}
+    recipe = dict(clip_recipe or {})
     weights = Path(cfg.clip.pretrained)
-    if not weights.is_file():
-        weights.parent.mkdir(parents=True, exist_ok=True)
-        info["pretrain"] = pretrain(weights, minutes=pretrain_minutes, max_steps=pretrain_steps)
-        print(f"pretrained the demo CLIP: {info['pretrain']['steps']} steps in {info['pretrain']['seconds']:.0f} s "
-              f"-> {weights}", flush=True)
+    cached = cached_recipe(weights) == {**RECIPE, **recipe}
+    t = time.time()
+    ensure_demo_clip(weights, **recipe)
+    if not cached:
+        info["pretrain_s"] = time.time() - t
+    info["demo_clip"] = {"path": str(weights), "recipe": cached_recipe(weights)}
     return info
 
 
@@ -85,8 +90,9 @@ def main(argv=None) -> dict:
     p.add_argument("--n-train", type=int, default=200, help="demo train images per class (few-shot pool)")
     p.add_argument("--n-val", type=int, default=20)
     p.add_argument("--n-test", type=int, default=100)
-    p.add_argument("--pretrain-steps", type=int, default=600)
-    p.add_argument("--pretrain-minutes", type=float, default=10.0, help="a wall-time cap on the CLIP pre-training")
+    p.add_argument("--pretrain-steps", type=int, default=None,
+                   help="demo CLIP pre-training steps (default: shared.clip.demo_clip.RECIPE; another value "
+                        "retrains the cache)")
     p.add_argument("overrides", nargs="*", help="key=value for every run (e.g. optim.epochs=5)")
     a = p.parse_args(argv)
     t0 = time.time()
@@ -96,7 +102,7 @@ def main(argv=None) -> dict:
             if "run.seed" in (sub.get("axes") or {}) and len(sub["axes"]["run.seed"]) > 1:
                 sub["axes"]["run.seed"] = list(a.seeds)
     cfg = load_config(DEMO_CONFIG, a.overrides)
-    info = prepare_demo(cfg, a.n_train, a.n_val, a.n_test, a.pretrain_steps, a.pretrain_minutes)
+    info = prepare_demo(cfg, a.n_train, a.n_val, a.n_test, {'steps': a.pretrain_steps} if a.pretrain_steps else None)
     jobs = sweep.expand(grid, None, a.overrides)
     t1 = time.time()
     for i, j in enumerate(jobs):
@@ -108,7 +114,7 @@ def main(argv=None) -> dict:
     md = tables(rows)
     wall = time.time() - t0
     md += (f"\n\nWall time {wall / 60:.1f} min on this machine (runs {(time.time() - t1) / 60:.1f} min, "
-           f"{len(jobs)} runs; CLIP pre-training included if it ran: {'pretrain' in info}).")
+           f"{len(jobs)} runs; CLIP pre-training included if it ran: {'pretrain_s' in info}).")
     atomic_write_text(out_dir / "results_table.md", md + "\n")
     atomic_write_text(out_dir / "demo_info.json", json.dumps({"wall_s": wall, **info}, indent=2) + "\n")
     print("\n" + md + f"\n\nwritten to {out_dir}/results_table.md "

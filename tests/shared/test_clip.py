@@ -137,3 +137,43 @@ def test_jit_archives_are_told_from_state_dicts(tmp_path):
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), tmp_path / "jit.pt")  # as OpenAI's RN50.pt
     torch.save(torch.nn.Linear(2, 2).state_dict(), tmp_path / "sd.pt")
     assert _is_jit_archive(tmp_path / "jit.pt") and not _is_jit_archive(tmp_path / "sd.pt")
+
+
+def test_demo_clip_cache_trains_once_per_recipe(tmp_path):
+    """shared.clip.demo_clip: one cache file with its recipe; reused when the recipe matches,
+    retrained when it changes; the weights load as the demo architecture (the demos' learning tests
+    check what it learns)."""
+    from shared.clip import demo_clip
+    from shared.data import fashion_mnist
+
+    if fashion_mnist.find_root() is None:
+        pytest.skip(fashion_mnist.HOW_TO_GET)
+    threads = torch.get_num_threads()
+    path = tmp_path / "cache" / "demo.pt"
+    tiny = {"steps": 6, "batch_size": 32, "images": 1000, "warmup": 2}
+    try:
+        assert demo_clip.ensure_demo_clip(path, verbose=False, **tiny) == path
+        stamp = path.stat().st_mtime_ns
+        assert demo_clip.cached_recipe(path) == {**demo_clip.RECIPE, **tiny}
+        demo_clip.ensure_demo_clip(path, verbose=False, **tiny)
+        assert path.stat().st_mtime_ns == stamp                      # same recipe: the cache is reused
+        demo_clip.ensure_demo_clip(path, verbose=False, **{**tiny, "steps": 7})
+        assert path.stat().st_mtime_ns != stamp and demo_clip.cached_recipe(path)["steps"] == 7
+        with pytest.raises(TypeError, match="unknown recipe keys"):
+            demo_clip.ensure_demo_clip(path, stepz=3)
+    finally:
+        torch.set_num_threads(threads)
+    bundle = load_clip(demo_clip.ARCH, str(path))
+    x, y = fashion_mnist.load("test")
+    assert 0 <= demo_clip.zero_shot_accuracy(bundle, x[:50], y[:50]) <= 100
+    random_init = load_clip(demo_clip.ARCH, None).model.state_dict()
+    assert any(not torch.equal(v, random_init[k]) for k, v in bundle.model.state_dict().items())
+
+
+def test_demo_clip_default_path_follows_env(monkeypatch, tmp_path):
+    from shared.clip import demo_clip
+
+    monkeypatch.setenv(demo_clip.CACHE_ENV, str(tmp_path / "x.pt"))
+    assert demo_clip.default_path() == tmp_path / "x.pt"
+    monkeypatch.delenv(demo_clip.CACHE_ENV)
+    assert demo_clip.default_path() == demo_clip.REPO_ROOT / "data" / "demo_clip" / "demo-clip-fmnist.pt"
