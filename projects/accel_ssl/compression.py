@@ -32,7 +32,11 @@ class Setting:
         unknown = set(d) - {"patch", "keep_online", "keep_target", "until"}
         if unknown:
             raise ValueError(f"unknown compression keys {sorted(unknown)}; valid: patch, keep_online, keep_target, until")
-        return cls(patch=d.get("patch"), keep_online=_as_tuple(d.get("keep_online", 1.0)),
+        patch = d.get("patch")
+        if patch is not None and (isinstance(patch, bool) or not isinstance(patch, int) or patch <= 0):
+            raise ValueError(f"a compression stage's patch must be a positive whole number of pixels or null "
+                             f"(the base patch), got {patch!r}")
+        return cls(patch=patch, keep_online=_as_tuple(d.get("keep_online", 1.0)),
                    keep_target=_as_tuple(d.get("keep_target", 1.0)))
 
     def keep(self, branch: str, view: int) -> float:
@@ -56,8 +60,12 @@ class Schedule:
     def from_config(cls, stages: list[dict] | None) -> "Schedule":
         if not stages:
             return cls()
+        if not isinstance(stages, (list, tuple)):
+            raise ValueError(f"compression.schedule must be a list of stages, got {stages!r}")
         out, last = [], 0.0
         for s in stages:
+            if not isinstance(s, dict):
+                raise ValueError(f"a compression stage must be a mapping {{until, patch, keep_online, keep_target}}, got {s!r}")
             until = float(s.get("until", 1.0))
             if until <= last:
                 raise ValueError(f"schedule stages must have increasing 'until' in (0, 1]; got {until} after {last}")
@@ -66,6 +74,20 @@ class Schedule:
         if abs(last - 1.0) > 1e-9:
             raise ValueError(f"the last schedule stage must reach until: 1.0 (got {last})")
         return cls(out)
+
+    def validate(self, view_sizes: list[int], base_patch: int) -> "Schedule":
+        """Every stage's patch must tile every view (global and local crops) exactly: checked when the
+        config is read, not when training reaches the stage."""
+        for until, s in self.stages:
+            p = s.patch or base_patch
+            bad = sorted({v for v in view_sizes if v % p})
+            if bad:
+                raise ValueError(f"compression stage until {until:g}: patch {p} does not divide the view size(s) "
+                                 f"{bad} px (views: {sorted(set(view_sizes))}); choose a patch that divides them")
+        return self
+
+    def patch_sizes(self) -> list[int]:
+        return sorted({s.patch for _, s in self.stages if s.patch is not None})
 
     def at(self, progress: float) -> Setting:
         for until, setting in self.stages:

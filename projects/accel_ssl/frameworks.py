@@ -10,16 +10,22 @@ from __future__ import annotations
 import copy
 
 import torch
+from timm.layers import DropPath
 from torch import nn
 
 from projects.accel_ssl.heads import DINOHead, moco_mlp
 from projects.accel_ssl.losses import dino_loss, mocov3_loss, nt_xent_loss, update_center
-from projects.accel_ssl.vit import SeqCompressViT, vit_forward_flops
+from projects.accel_ssl.vit import SeqCompressViT, dropout_noise, vit_forward_flops
 
 
-def _frozen_copy(m: nn.Module) -> nn.Module:
+def _frozen_copy(m: nn.Module, stochastic_depth: bool = True) -> nn.Module:
     c = copy.deepcopy(m)
     c.requires_grad_(False)
+    if not stochastic_depth:  # DINO's teacher is built without drop path (only the student has it)
+        for block in c.modules():
+            for name, child in list(block.named_children()):
+                if isinstance(child, DropPath):
+                    setattr(block, name, nn.Identity())
     return c
 
 
@@ -54,6 +60,29 @@ class Framework(nn.Module):
     def update_target(self, momentum: float) -> None:
         pass
 
+    def noise_slots(self, n_views: int, setting) -> dict[int, tuple[int, float]]:
+        """{generator index: (view index, keep ratio)} of every backbone call in ``loss``."""
+        return {i: (i, setting.keep("online", i)) for i in range(min(n_views, self.online_views))}
+
+    def draw_noise(self, views, setting, gens) -> list:
+        """``gens`` with the token-dropout noise of every compressed call drawn (on the views' device) in
+        place of its generator: pass the result to ``loss`` so a compiled loss gets tensors, not generators."""
+        out = list(gens)
+        for i, (v, keep) in self.noise_slots(len(views), setting).items():
+            if keep < 1.0:
+                x = views[v]
+                out[i] = dropout_noise(x.shape[0], self.backbone.num_patches(x.shape[-1], setting.patch), x.device,
+                                       gens[i])
+        return out
+
+    def precompute(self, patch_sizes, device) -> None:
+        """Build the kernel-resize maps of these patch sizes now (not inside a compiled step)."""
+        for m in self.modules():
+            if isinstance(m, SeqCompressViT):
+                for p in patch_sizes:
+                    if p != m.base_patch:
+                        m._resize_matrix(p, device)
+
 
 
 @torch.no_grad()
@@ -82,6 +111,9 @@ class MoCoV3(Framework):
 
     def update_target(self, momentum: float) -> None:
         _ema(*self._pairs(), momentum)
+
+    def noise_slots(self, n_views, setting):
+        return {**super().noise_slots(n_views, setting), **{2 + i: (i, setting.keep("target", i)) for i in range(2)}}
 
     def loss(self, views, setting, gens, **_):
         p = setting.patch
@@ -112,14 +144,16 @@ class SimCLR(Framework):
 
 class DINO(Framework):
     """Student (backbone + DINO head) on all crops, EMA teacher on the 2 global crops, centering,
-    sharpening; keep ratios apply to the global crops (local crops are already short)."""
+    sharpening; keep ratios apply to the global crops (local crops are already short). As the
+    official MultiCropWrapper, the head runs once on the features of all crops together (its
+    BatchNorm, with ``use_bn_in_head``, sees every crop), and the teacher has no stochastic depth."""
 
     def __init__(self, backbone: SeqCompressViT, out_dim: int = 65536, hidden: int = 2048, bottleneck: int = 256,
                  norm_last_layer: bool = True, student_temp: float = 0.1, center_momentum: float = 0.9,
                  n_local: int = 10, use_bn_in_head: bool = False):
         super().__init__(backbone)
         self.head = DINOHead(backbone.embed_dim, out_dim, hidden, bottleneck, norm_last_layer, use_bn_in_head)
-        self.t_backbone, self.t_head = _frozen_copy(backbone), _frozen_copy(self.head)
+        self.t_backbone, self.t_head = _frozen_copy(backbone, stochastic_depth=False), _frozen_copy(self.head)
         self.register_buffer("center", torch.zeros(1, out_dim))
         self.student_temp, self.center_momentum = student_temp, center_momentum
         self.online_views, self.target_views = 2 + n_local, 2
@@ -132,19 +166,24 @@ class DINO(Framework):
         target = [p for m in (self.t_backbone, self.t_head) for p in m.parameters()]
         _ema(online, target, momentum)
 
+    def noise_slots(self, n_views, setting):
+        online = {i: (i, setting.keep("online", i) if i < 2 else 1.0) for i in range(n_views)}
+        return {**online, **{n_views + i: (i, setting.keep("target", i)) for i in range(2)}}
+
     def loss(self, views, setting, gens, teacher_temp: float = 0.04, **_):
         p = setting.patch
         with torch.no_grad():
-            t_out = torch.cat([self.t_head(self.t_backbone(x, p, setting.keep("target", i), gens[len(views) + i]))
-                               for i, x in enumerate(views[:2])])
-        s_out = torch.cat([self.head(self.backbone(x, p, setting.keep("online", i) if i < 2 else 1.0, gens[i]))
-                           for i, x in enumerate(views)])
+            t_out = self.t_head(torch.cat([self.t_backbone(x, p, setting.keep("target", i), gens[len(views) + i])
+                                           for i, x in enumerate(views[:2])]))
+        s_out = self.head(torch.cat([self.backbone(x, p, setting.keep("online", i) if i < 2 else 1.0, gens[i])
+                                     for i, x in enumerate(views)]))
         loss = dino_loss(s_out, t_out, self.center, len(views), self.student_temp, teacher_temp)
         self.center.copy_(update_center(self.center, t_out, self.center_momentum))
         return loss, {}
 
 
 def build_framework(cfg) -> Framework:
+    """The framework a config describes, randomly initialised (seed the global RNG first)."""
     m = cfg.model
     name = cfg.method.name
     pos = m.pos_embed if m.pos_embed != "auto" else ("learn" if name == "dino" else "sincos")

@@ -4,34 +4,52 @@
     torchrun --nproc_per_node 8 -m projects.accel_ssl.train --config ...
     python -m projects.accel_ssl.train --config ... --cluster slurm --nodes 4 --gpus-per-node 8
 
-Each step takes its compression Setting from ``compression.schedule`` at the current fraction of
-training; the step's trunk FLOPs are charged to the budget. At the end: weighted k-NN (and
-optionally a linear probe) of the evaluated encoder, wall time and FLOPs in results.json.
+Runs on the shared loop (shared/loop.py: resume, cadence, the training clock that excludes
+evaluation and checkpoints, per-rank RNG). Each step takes its compression Setting from
+``compression.schedule`` at the current fraction of training; the step's trunk FLOPs are charged to
+the budget. Every ``eval.every_steps`` a weighted k-NN is logged with the training time and FLOPs so
+far (the accuracy-vs-time curve); at the end: k-NN (and optionally a linear probe) of the evaluated
+encoder, training time and FLOPs in results.json.
 """
 from __future__ import annotations
 
 import logging
 import sys
-import time
-from contextlib import nullcontext
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
 from shared import dist, launch
-from shared.checkpoint import set_rng_state
-from shared.data.robust import BadSampleMonitor, collate_skipping_bad
+from shared.amp import autocast
+from shared.data.robust import collate_skipping_bad
 from shared.data.sampling import ResumableSampler, sample_seed
-from shared.logging import progress
+from shared.loop import Loop
 from shared.run import RunContext, start_run
 from shared.schedules import cosine_ramp, linear_warmup_constant, warmup_then_decay
 from projects.accel_ssl.compression import Schedule
 from projects.accel_ssl.data import pretrain_set, view_sizes
 from projects.accel_ssl.evaluate import evaluate_encoder
-from projects.accel_ssl.frameworks import DINO, build_framework
+from projects.accel_ssl.frameworks import DINO, Framework, build_framework
 
 log = logging.getLogger(__name__)
+CLIP_MODES = ("per_tensor", "global")
+
+
+def build_model(cfg) -> Framework:
+    """The framework ``cfg`` describes (backbone, heads, momentum branch), randomly initialised."""
+    return build_framework(cfg)
+
+
+def validate(cfg) -> Schedule:
+    """Settings checked when the config is read, before the run folder is made: every compression
+    stage (patch > 0 and dividing every view, keep ratios in (0, 1]), the base patch, the clip mode."""
+    for size in sorted(set(view_sizes(cfg)) | {cfg.model.img_size}):
+        if size % cfg.model.patch_size:
+            raise ValueError(f"model.patch_size={cfg.model.patch_size} does not divide the {size} px views")
+    if cfg.optim.clip_mode not in CLIP_MODES:
+        raise ValueError(f"optim.clip_mode must be one of {CLIP_MODES}, got {cfg.optim.clip_mode!r}")
+    return Schedule.from_config(cfg.compression.schedule).validate(view_sizes(cfg), cfg.model.patch_size)
 
 
 def param_groups(model, cfg) -> list[dict]:
@@ -56,21 +74,48 @@ def step_values(cfg, step: int, total: int, steps_per_epoch: int) -> dict:
     return vals
 
 
-def autocast(device: torch.device, amp: str):
-    if device.type == "cuda" and amp == "bf16":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
+@torch.no_grad()
+def clip_gradients(params, clip: float, mode: str = "per_tensor") -> None:
+    """``per_tensor``: DINO's clip_gradients, each parameter tensor's gradient scaled to norm <= clip
+    (factor clip / (norm + 1e-6)); ``global``: torch's clip_grad_norm_ over all of them."""
+    params = [p for p in params if p.grad is not None]
+    if mode == "global":
+        torch.nn.utils.clip_grad_norm_(params, clip)
+        return
+    for p in params:
+        coef = clip / (p.grad.norm(2) + 1e-6)
+        p.grad.mul_(coef.clamp(max=1.0))
+
+
+def cancel_last_layer_grads(model: DINO) -> None:
+    """DINO: the prototypes get no update during the first ``freeze_last_layer_epochs``."""
+    for p in model.head.last_layer_params():
+        p.grad = None
+
+
+def equal_across_ranks(views: list[torch.Tensor], device) -> tuple[list[torch.Tensor], int]:
+    """Views cut to the smallest per-rank batch (an unreadable image shrinks one rank's batch; the
+    all-gathers need equal shapes): every rank drops its last samples down to that size. Returns the
+    views and how many samples this rank dropped."""
+    n = views[0].shape[0]
+    if dist.world_size() == 1:
+        return views, 0
+    t = torch.tensor([n], device=device)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
+    m = int(t.item())
+    return ([v[:m] for v in views], n - m) if m < n else (views, 0)
 
 
 def main(cfg) -> dict:
+    schedule = validate(cfg)
     ctx: RunContext = start_run(cfg)
     device, world = ctx.device, dist.world_size()
     if cfg.optim.batch_size % world:
         raise ValueError(f"optim.batch_size={cfg.optim.batch_size} is not divisible by {world} processes")
     per_rank = cfg.optim.batch_size // world
-    schedule = Schedule.from_config(cfg.compression.schedule)
-    model = build_framework(cfg).to(device)
-    if world > 1 and device.type == "cuda":  # MoCo v3 heads use SyncBN under DDP
+    model = build_model(cfg).to(device)
+    model.precompute(schedule.patch_sizes(), device)
+    if world > 1 and device.type == "cuda":  # BatchNorm heads become SyncBN under DDP (MoCo v3, DINO)
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     opt = torch.optim.AdamW(param_groups(model, cfg), lr=0.0, weight_decay=cfg.optim.weight_decay)
 
@@ -79,102 +124,77 @@ def main(cfg) -> dict:
     steps_per_epoch = len(sampler) // per_rank
     if steps_per_epoch == 0:
         raise ValueError(f"{len(ds)} images are fewer than one batch of {per_rank} per process")
-    total = cfg.optim.epochs * steps_per_epoch
+    total = cfg.optim.epochs * steps_per_epoch  # the schedules span optim.epochs (train.max_steps may stop earlier)
     loader = DataLoader(ds, batch_size=per_rank, sampler=sampler, num_workers=cfg.data.num_workers,
                         collate_fn=collate_skipping_bad, pin_memory=device.type == "cuda", drop_last=True,
                         prefetch_factor=4 if cfg.data.num_workers else None)
     sizes = view_sizes(cfg)
 
-    step, train_time, flops = 0, 0.0, 0.0
-    state = ctx.resume()
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        step, train_time, flops = state["step"], state["train_time"], state["flops"]
-        set_rng_state(state["rng"])
-    logger = ctx.open_logger(step if state is not None else None)
+    loop = Loop(ctx, steps_per_epoch, epochs=cfg.optim.epochs, max_steps=cfg.train.max_steps,
+                samples_per_step=cfg.optim.batch_size, desc=f"{cfg.method.name} {cfg.run.name}")
+    loop.register(model=model, optimizer=opt)
+    loop.vars.update(flops=0.0, dropped_for_equal_batches=0)
+    loop.resume()
     net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
               find_unused_parameters=False) if world > 1 else model
-    core = net.module if world > 1 else net
     loss_fn = torch.compile(net) if cfg.train.compile else net
-    max_steps = min(total, cfg.train.max_steps or total)
-    guard, monitor = ctx.nonfinite_guard(), BadSampleMonitor(cfg.data.max_bad_fraction, "train")
-    freeze_last = cfg.method.freeze_last_layer_epochs * steps_per_epoch if isinstance(core, DINO) else 0
-    snapshot = lambda: {"model": model.state_dict(), "optimizer": opt.state_dict(), "train_time": train_time,
-                        "flops": flops}
+    freeze_last = cfg.method.freeze_last_layer_epochs * steps_per_epoch if isinstance(model, DINO) else 0
 
-    bar = progress(total=max_steps, initial=step, desc=f"{cfg.method.name} {cfg.run.name}")
-    while step < max_steps:
-        epoch, pos = divmod(step, steps_per_epoch)
-        sampler.set_epoch(epoch, start=pos * per_rank)
-        monitor.reset()
+    def evaluate(linear_probe: bool | None = False) -> dict:
+        out = evaluate_encoder(model.encoder(), cfg, device, linear_probe=linear_probe) if dist.is_main() else {}
+        dist.barrier()
+        return out
+
+    while not loop.done:
+        sampler.set_epoch(loop.epoch, start=loop.pos * per_rank)
         net.train()
-        t0 = time.perf_counter()
-        for batch in loader:
-            monitor.update(len(batch.get("index", [])), batch["bad"])
-            if "views" not in batch:
-                continue
+        for batch in loop.epoch_batches(loader):
+            step = loop.step
             setting = schedule.at(step / total)
             vals = step_values(cfg, step, total, steps_per_epoch)
             for g in opt.param_groups:
                 g["lr"] = vals["lr"]
                 g["weight_decay"] = vals["wd"] if g.get("apply_wd", True) else 0.0
-            views = [v.to(device, non_blocking=True) for v in batch["views"]]
-            gens = [torch.Generator().manual_seed(sample_seed(cfg.run.seed, step, dist.rank(), i))
+            views, dropped = equal_across_ranks([v.to(device, non_blocking=True) for v in batch["views"]], device)
+            loop.vars["dropped_for_equal_batches"] += dropped
+            gens = [torch.Generator(device).manual_seed(sample_seed(cfg.run.seed, step, dist.rank(), i))
                     for i in range(len(views) + 2)]
+            noise = model.draw_noise(views, setting, gens)  # drawn outside the (compiled) forward
             with autocast(device, cfg.train.amp):
-                loss, _ = loss_fn(views, setting, gens, teacher_temp=vals.get("teacher_temp", 0.04))
+                loss, _ = loss_fn(views, setting, noise, teacher_temp=vals.get("teacher_temp", 0.04))
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            if step < freeze_last:  # DINO: the prototypes stay fixed during the first epoch(s)
-                for p in core.head.last_layer_params():
-                    p.grad = None
-            if cfg.optim.clip_grad:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad)
+            if cfg.optim.clip_grad:  # DINO's order: clip, then cancel the last layer's gradients
+                clip_gradients(model.parameters(), cfg.optim.clip_grad, cfg.optim.clip_mode)
+            if step < freeze_last:
+                cancel_last_layer_grads(model)
             opt.step()
-            core.update_target(vals["momentum"])
-            step += 1
-            flops += core.step_flops(sizes, setting) * cfg.optim.batch_size
-            guard.update(loss, step)
-            bar.update(1)
-            if step % cfg.train.log_every == 0 or step == max_steps:
-                guard.check()
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                now = time.perf_counter()
-                train_time, t0 = train_time + now - t0, now
-                logger.log(step, {"train/loss": dist.all_reduce_mean(loss.detach()).item(), "train/lr": vals["lr"],
-                                  "train/weight_decay": vals["wd"], "train/momentum": vals["momentum"],
-                                  "train/keep_online": setting.keep("online", 0), "train/patch": setting.patch or 0,
-                                  "budget/tflops": flops / 1e12, "budget/train_time_s": train_time,
-                                  **({"train/teacher_temp": vals["teacher_temp"]} if "teacher_temp" in vals else {})})
-            if step == max_steps or (cfg.train.ckpt_every_steps and step % cfg.train.ckpt_every_steps == 0):
-                guard.check()
-                train_time, t0 = train_time + time.perf_counter() - t0, time.perf_counter()
-                ctx.save(step, snapshot())
-                t0 = time.perf_counter()  # checkpoint writing is not training time
-            if cfg.eval.every_steps and step % cfg.eval.every_steps == 0 and step < max_steps:
-                train_time += time.perf_counter() - t0  # evaluation is not training time
-                if dist.is_main():
-                    knn = evaluate_encoder(core.encoder(), cfg, device, linear_probe=False)["knn_top1"]
-                    logger.log(step, {"eval/knn_top1": knn, "budget/train_time_s": train_time,
-                                      "budget/tflops": flops / 1e12})
-                dist.barrier()
+            model.update_target(vals["momentum"])
+            loop.vars["flops"] += model.step_flops(sizes, setting) * cfg.optim.batch_size
+            loop.end_step(loss, {"train/lr": vals["lr"], "train/weight_decay": vals["wd"],
+                                 "train/momentum": vals["momentum"], "train/keep_online": setting.keep("online", 0),
+                                 "train/keep_target": setting.keep("target", 0), "train/patch": setting.patch or 0,
+                                 "budget/tflops": loop.vars["flops"] / 1e12,
+                                 **({"train/teacher_temp": vals["teacher_temp"]} if "teacher_temp" in vals else {}),
+                                 **({"train/dropped_for_equal_batches": loop.vars["dropped_for_equal_batches"]}
+                                    if world > 1 else {})})
+            if cfg.eval.every_steps and not loop.done and loop.itstime(every_steps=cfg.eval.every_steps, last=False):
+                with loop.paused():  # evaluation is not training time
+                    knn = evaluate().get("knn_top1")
+                    if knn is not None:
+                        loop.log({"eval/knn_top1": knn, "budget/train_time_s": loop.clock.read(),
+                                  "budget/tflops": loop.vars["flops"] / 1e12, "train/progress": loop.step / total})
                 net.train()
-                t0 = time.perf_counter()
-            if step >= max_steps or step % steps_per_epoch == 0:
-                break
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        train_time += time.perf_counter() - t0
-        logger.log(step, monitor.summary())
-    bar.close()
+            loop.checkpoint_if_due()
+    loop.finish()
 
-    results = {"config": cfg.run.name, "method": cfg.method.name, "schedule": schedule.to_config(), "steps": step,
-               "train_time_s": train_time, "train_tflops": flops / 1e12}
+    results = {"config": cfg.run.name, "method": cfg.method.name, "schedule": schedule.to_config(), "steps": loop.step,
+               "train_time_s": loop.clock.read(), "train_tflops": loop.vars["flops"] / 1e12,
+               "dropped_for_equal_batches": loop.vars["dropped_for_equal_batches"]}
+    final = evaluate(linear_probe=None)
     if dist.is_main():
-        results.update(evaluate_encoder(core.encoder(), cfg, device))
-        logger.log(step, {f"eval/{k}": v for k, v in results.items() if isinstance(v, float) and k.startswith(("knn", "linear"))})
+        results.update(final)
+        loop.log({f"eval/{k}": v for k, v in results.items() if isinstance(v, float) and k.startswith(("knn", "linear"))})
         results["paper"] = dict(cfg.paper) if cfg.paper else None
         ctx.write_results(results)
         log.info("results: %s", {k: v for k, v in results.items() if k != "schedule"})
