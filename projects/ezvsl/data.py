@@ -22,7 +22,7 @@ import torchvision.transforms.functional as TF
 from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 
-from shared.data.audio import MediaError, load_clip
+from shared.data.audio import MediaError, load_audio_clip
 from shared.data.cache import NpyCache
 from shared.data.images import load_image
 from shared.data.index import DatasetError, check_ids, read_id_list, require_dir
@@ -125,7 +125,7 @@ class AVPairs(Dataset):
 
     def _spectrogram(self, vid: str) -> np.ndarray:
         a = self.audio_cfg
-        wave, sr = load_clip(self.audio_path(vid), a.duration, a.sample_rate)
+        wave, sr = load_audio_clip(self.audio_path(vid), a.duration, a.sample_rate)
         return linear_log_spectrogram(wave, sr, a.nperseg, a.noverlap)
 
     def spectrogram(self, vid: str) -> torch.Tensor:

@@ -83,7 +83,7 @@ def center_crop_or_tile(wave: np.ndarray, length: int) -> np.ndarray:
     return wave[..., start:start + length]
 
 
-def load_clip(path: str | os.PathLike, duration: float, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
+def load_audio_clip(path: str | os.PathLike, duration: float, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
     """A mono clip of ``duration`` seconds centred on the file's middle, tiled if the file is shorter."""
     wave, sr = load_audio(path, sample_rate=sample_rate, mono=True)
     return center_crop_or_tile(wave, int(round(sr * duration))), sr

@@ -36,27 +36,71 @@ def video_info(path: str | os.PathLike) -> dict:
                 "width": s.codec_context.width, "height": s.codec_context.height, "has_audio": bool(c.streams.audio)}
 
 
+def _frame_time(frame, stream) -> float | None:
+    pts = frame.pts if frame.pts is not None else frame.dts
+    return None if pts is None else float(pts * stream.time_base)
+
+
 def read_frames(path: str | os.PathLike, times: list[float] | None = None) -> np.ndarray:
-    """RGB frames (N, H, W, 3) uint8: every frame, or the frame shown at each time in ``times`` (s)."""
+    """RGB frames (N, H, W, 3) uint8: every frame, or the frame shown at each time in ``times`` (s).
+
+    With ``times``, the reader seeks: for each requested time (in increasing order) it jumps back to
+    the keyframe at or before it and decodes forward to it, so reading one second of a long video
+    costs about one keyframe interval, not the whole file. Times close after the previous one are
+    reached by decoding on without a new seek. A time before the first frame gives the first frame;
+    a time after the last frame gives the last one.
+    """
     path = Path(path)
-    with _video_stream(path, "decode") as (c, stream):
-        decoded = [(float(f.pts * f.time_base) if f.pts is not None else i / float(stream.average_rate or 1),
-                    f.to_ndarray(format="rgb24")) for i, f in enumerate(c.decode(stream))]
-    if not decoded:
-        raise MediaError(f"{path}: video stream holds no frames")
     if times is None:
-        return np.stack([f for _, f in decoded])
-    pts = np.array([t for t, _ in decoded])
-    out = []
-    for t in times:
-        shown = np.nonzero(pts <= t + 1e-6)[0]
-        out.append(decoded[shown[-1] if len(shown) else 0][1])
+        with _video_stream(path, "decode") as (c, stream):
+            frames = [f.to_ndarray(format="rgb24") for f in c.decode(stream)]
+        if not frames:
+            raise MediaError(f"{path}: video stream holds no frames")
+        return np.stack(frames)
+    times = [float(t) for t in times]
+    if not times:
+        raise ValueError("times is empty: give at least one time, or None for every frame")
+    order = sorted(range(len(times)), key=times.__getitem__)
+    out: list[np.ndarray | None] = [None] * len(times)
+    with _video_stream(path, "decode") as (c, stream):
+        stream.thread_type = "AUTO"
+        fps = float(stream.average_rate or stream.guessed_rate or 25)
+        decoder = None
+        prev = None           # the last decoded frame at or before the current target: (time, frame)
+        ahead = None          # a decoded frame past the previous target, not consumed yet
+        for i in order:
+            t = times[i]
+            # decode on from here if the target is at most ~2 s ahead of what is decoded; else seek
+            here = ahead[0] if ahead is not None else (prev[0] if prev is not None else None)
+            if decoder is None or here is None or t < (prev[0] if prev is not None else here) or t - here > 2.0:
+                c.seek(max(0, int(t / stream.time_base)), stream=stream, backward=True, any_frame=False)
+                decoder, prev, ahead = c.decode(stream), None, None
+            if ahead is not None:
+                if ahead[0] > t + 1e-6 and prev is not None:
+                    out[i] = prev[1].to_ndarray(format="rgb24")
+                    continue
+                prev, ahead = ahead, None
+            for frame in decoder:
+                ft = _frame_time(frame, stream)
+                if ft is None:
+                    ft = (prev[0] + 1.0 / fps) if prev is not None else 0.0
+                if ft > t + 1e-6:
+                    ahead = (ft, frame)
+                    if prev is None:  # the seek landed after t (t before the first frame): the first frame
+                        prev, ahead = ahead, None
+                    break
+                prev = (ft, frame)
+            if prev is None:
+                raise MediaError(f"{path}: no frame decoded at or after {t:.3f} s")
+            out[i] = prev[1].to_ndarray(format="rgb24")
     return np.stack(out)
 
 
 def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int = 25, audio: np.ndarray | None = None,
-                sample_rate: int = 16000) -> None:
-    """Write (N, H, W, 3) uint8 frames as H.264 mp4, with an optional mono float audio track (AAC)."""
+                sample_rate: int = 16000, keyframe_every: int | None = None) -> None:
+    """Write (N, H, W, 3) uint8 frames as H.264 mp4, with an optional mono float audio track (AAC).
+
+    ``keyframe_every``: the GOP length in frames (the encoder's default when None)."""
     import av
 
     path = Path(path)
@@ -65,6 +109,9 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int = 25, audi
         vs = c.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4", rate=fps)
         vs.width, vs.height = frames.shape[2], frames.shape[1]
         vs.pix_fmt = "yuv420p"
+        if keyframe_every:
+            vs.codec_context.gop_size = int(keyframe_every)
+            vs.options = {"g": str(int(keyframe_every)), "keyint_min": str(int(keyframe_every)), "sc_threshold": "0"}
         a_s = None
         if audio is not None:
             a_s = c.add_stream("aac", rate=sample_rate)

@@ -4,7 +4,7 @@ import soundfile as sf
 import torch
 from scipy import signal
 
-from shared.data.audio import MediaError, center_crop_or_tile, load_audio, load_clip, write_wav
+from shared.data.audio import MediaError, center_crop_or_tile, load_audio, load_audio_clip, write_wav
 from shared.data.images import load_image
 from shared.data.spectrogram import kaldi_fbank, linear_log_spectrogram, log_mel_spectrogram
 from shared.data.video import read_frames, video_info, write_video
@@ -79,11 +79,11 @@ def test_center_crop_and_tiling():
     assert center_crop_or_tile(np.arange(3, dtype=np.float32), 7).tolist() == [0, 1, 2, 0, 1, 2, 0]
 
 
-def test_load_clip_three_seconds(tmp_path):
+def test_load_audio_clip_three_seconds(tmp_path):
     write_wav(tmp_path / "long.wav", tone(dur=10.0), SR)
     write_wav(tmp_path / "short.wav", tone(dur=1.0), SR)
     for name in ("long.wav", "short.wav"):
-        clip, sr = load_clip(tmp_path / name, 3.0)
+        clip, sr = load_audio_clip(tmp_path / name, 3.0)
         assert clip.shape == (3 * SR,)
 
 
@@ -103,3 +103,86 @@ def test_log_mel_and_fbank_shapes():
     assert fb.shape == (120, 128) and torch.isfinite(fb).all()
     # the 440 Hz tone's energy sits in the low mel bins
     assert fb[:90].mean(0).argmax() < 40
+
+
+def _numbered_video(path, n=150, fps=25, gop=25):
+    """Frame i shows i in binary: 8 blocks of 16x16, white for a 1 bit (robust to H.264)."""
+    frames = np.zeros((n, 16, 128, 3), dtype=np.uint8)
+    for i in range(n):
+        for b in range(8):
+            if (i >> b) & 1:
+                frames[i, :, 16 * b:16 * (b + 1)] = 255
+    write_video(path, frames, fps=fps, keyframe_every=gop)
+
+
+def _numbers(frames):
+    bits = frames.reshape(len(frames), 16, 8, 16, 3).mean(axis=(1, 3, 4)) > 128
+    return [int(sum(int(v) << b for b, v in enumerate(row))) for row in bits]
+
+
+class _CountingContainer:
+    def __init__(self, c, counter):
+        self._c, self._counter = c, counter
+
+    def __getattr__(self, name):
+        return getattr(self._c, name)
+
+    def __enter__(self):
+        self._c.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._c.__exit__(*exc)
+
+    def seek(self, *a, **kw):
+        self._counter["seeks"] += 1
+        return self._c.seek(*a, **kw)
+
+    def decode(self, *a, **kw):
+        for f in self._c.decode(*a, **kw):
+            self._counter["frames"] += 1
+            yield f
+
+
+@pytest.fixture
+def count_decoding(monkeypatch):
+    import av
+
+    counter = {"frames": 0, "seeks": 0}
+    real_open = av.open
+    monkeypatch.setattr(av, "open", lambda *a, **kw: _CountingContainer(real_open(*a, **kw), counter))
+    return counter
+
+
+def test_read_frames_at_times_matches_a_full_decode(tmp_path):
+    path = tmp_path / "n.mp4"
+    _numbered_video(path)
+    assert _numbers(read_frames(path)) == list(range(150))
+    times = [5.02, 0.0, 0.039, 0.04, 2.5, 2.5, 5.96, 1.0, 3.3, 100.0, -1.0]
+    got = _numbers(read_frames(path, times=times))
+    # frame i is shown on [i/25, (i+1)/25); past the end the last frame, before the start the first
+    assert got == [125, 0, 0, 1, 62, 62, 149, 25, 82, 149, 0]
+
+
+def test_read_frames_seeks_instead_of_decoding_the_whole_file(tmp_path, count_decoding):
+    path = tmp_path / "n.mp4"
+    _numbered_video(path, n=150, gop=25)
+    count_decoding["frames"] = count_decoding["seeks"] = 0
+    assert _numbers(read_frames(path, times=[5.0])) == [125]
+    # one seek back to the keyframe at frame 125, then a few frames (decoder delay), not 126 frames
+    assert count_decoding["seeks"] == 1 and count_decoding["frames"] <= 10
+    count_decoding["frames"] = count_decoding["seeks"] = 0
+    # a clip of 8 consecutive frames from the middle: one seek, decoded forward
+    assert _numbers(read_frames(path, times=[3.0 + k / 25 for k in range(8)])) == list(range(75, 83))
+    assert count_decoding["seeks"] == 1 and count_decoding["frames"] <= 16
+    count_decoding["frames"] = count_decoding["seeks"] = 0
+    # two times far apart: two seeks, still far from a full decode
+    assert _numbers(read_frames(path, times=[0.5, 5.5])) == [12, 137]
+    assert count_decoding["seeks"] == 2 and count_decoding["frames"] < 40
+
+
+def test_read_frames_rejects_empty_times(tmp_path):
+    path = tmp_path / "n.mp4"
+    _numbered_video(path, n=10)
+    with pytest.raises(ValueError, match="times is empty"):
+        read_frames(path, times=[])
