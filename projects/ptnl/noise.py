@@ -4,11 +4,13 @@ Official sampler (``select_top_k_similarity_per_class_with_noisy_label``, Sep 20
 K shots per class, ``num_fp`` of them wrong:
 1. each class's training images in split-file order: the first ceil(n_c / 2) are its clean pool,
    the rest go to a global false-positive (FP) pool;
-2. for each class c in order: ``num_fp`` FP images drawn with Python's ``random.choices`` (with
-   replacement) from the FP pool minus class c's own images and minus FP images already given to an
-   earlier class; K positions from c's clean pool with a fresh ``np.random.default_rng(seed)``
-   (without replacement if the pool has >= K images); the first ``num_fp`` of the K are overwritten
-   by the FP images; all K are labelled c;
+2. one ``np.random.default_rng(seed)`` is created before the class loop; for each class c in
+   order: ``num_fp`` FP images drawn with Python's ``random.choices`` (with replacement) from the FP
+   pool minus class c's own images and minus FP images already given to an earlier class (the
+   candidates in the order of the official ``list(set.difference(...))``); K positions in c's clean
+   pool drawn from that one generator in turn (``rng.choice``, without replacement if the pool has
+   >= K images), so classes with equal pool sizes get different positions; the first ``num_fp`` of
+   the K are overwritten by the FP images; all K are labelled c;
 3. the result is a dict path -> label: duplicates collapse (``dedup``), so a class can end with fewer
    than K distinct shots (an FP image drawn twice, or a clean pool smaller than K).
 
@@ -109,14 +111,17 @@ def sample_noisy_fewshot(true_labels, num_classes: int, shots: int = 16, num_fp:
     clean, fp_parts = split_pools(true_labels, num_classes)
     fp_pool = np.array([i for part in fp_parts for i in part], dtype=np.int64)
     fp_owner = true_labels[fp_pool]
+    fp_set = set(fp_pool.tolist())  # the official candidates are a set: its iteration order is theirs
     free = np.ones(len(true_labels), dtype=bool)  # not yet given to a class as a false positive
     py_rng = random.Random(seed)
+    pos_rng = np.random.default_rng(seed)  # one generator for every class's positions, as the official code
     out_idx, out_lab = [], []
     for c in range(num_classes):
         if not clean[c]:
             continue
         if noise_type == "random":
-            cand = fp_pool[(fp_owner != c) & free[fp_pool]]
+            chosen = np.flatnonzero(~free).tolist()
+            cand = list(fp_set.difference(clean[c], fp_parts[c], chosen))
             fps = _draw(py_rng, cand, num_fp, fp_replacement)
         elif noise_type == "pairflip":
             src = np.array(fp_parts[(c + 1) % num_classes], dtype=np.int64)
@@ -133,7 +138,7 @@ def sample_noisy_fewshot(true_labels, num_classes: int, shots: int = 16, num_fp:
                 rest = rest[np.argsort(-zs_probs[rest, c], kind="stable")]
                 fps = cand.tolist() + rest[:num_fp - len(cand)].tolist()
         pool = clean[c]
-        pos = np.random.default_rng(seed).choice(len(pool), size=shots, replace=len(pool) < shots)
+        pos = pos_rng.choice(len(pool), size=shots, replace=len(pool) < shots)
         picked = [pool[p] for p in pos]
         picked[:num_fp] = fps
         free[fps] = False

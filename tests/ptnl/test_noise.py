@@ -1,4 +1,7 @@
 """The noisy few-shot sampler (PTNL's official one and its pair-flip / confusion variants) and UPL's selections."""
+import math
+import random
+
 import numpy as np
 import pytest
 
@@ -42,6 +45,58 @@ def test_official_mode_draws_with_replacement_and_collapses_duplicates():
         wrong = (mine & (sel.true_labels != c)).sum()
         assert 1 <= wrong <= 8 and mine.sum() <= 16
     assert np.all(sel.labels[sel.labels != sel.true_labels] != sel.true_labels[sel.labels != sel.true_labels])
+
+
+def official_noisy_selection(img_paths, gt_label_dict, K, random_seed, num_fp, py_random):
+    """CEWu/PTNL ``select_top_k_similarity_per_class_with_noisy_label`` (trainers/utils.py), re-written
+    here from a reading of it to pin our sampler to it. ``py_random`` stands in for the global
+    ``random`` module the official code calls (its state there depends on what ran before).
+    Returns the official dict path -> label and, per class, the K paths before the dict collapses them."""
+    ids = gt_label_dict.values()
+    per_class = {c: [] for c in range(len(set(ids)))}
+    for path, label in gt_label_dict.items():
+        per_class[label].append(path)
+    position = {p: i for i, p in enumerate(img_paths)}
+    rng = np.random.default_rng(seed=random_seed)            # once, before the class loops
+    tp, fp, fp_all = {}, {}, []
+    for c in list(set(ids)):
+        members = [position[p] for p in per_class[c]]
+        split = int(math.ceil(len(members) * 0.5))
+        tp[c], fp[c] = members[:split], members[split:]
+        fp_all.extend(members[split:])
+    fp_all_set, chosen = set(fp_all), set()
+    out, drawn = {}, {}
+    for c in list(set(ids)):
+        candidates = fp_all_set.difference(tp[c], fp[c], chosen)
+        fp_ids = py_random.choices(list(candidates), k=num_fp)
+        chosen.update(fp_ids)
+        paths = img_paths[tp[c]]
+        paths = paths[rng.choice(len(paths), size=K, replace=len(paths) < K)]
+        for i in range(num_fp):
+            paths[i] = img_paths[fp_ids][i]
+        drawn[c] = list(paths)
+        for path in paths:
+            out[path] = c
+    return out, drawn
+
+
+@pytest.mark.parametrize("num_fp", [0, 4, 8])
+def test_sampler_matches_the_official_function(num_fp):
+    """Positions from ONE generator shared by the classes in turn (equal pool sizes get different
+    positions), FP candidates in the official set order, duplicates collapsing as the official dict."""
+    y = labels(per_class=(40, 40, 40, 33, 45, 40))     # several classes with the same clean-pool size
+    img_paths = np.array([f"img/{i:04d}.jpg" for i in range(len(y))])
+    gt = {p: int(label) for p, label in zip(img_paths, y)}
+    official, drawn = official_noisy_selection(img_paths, gt, K=16, random_seed=3, num_fp=num_fp,
+                                               py_random=random.Random(3))
+    raw = sample_noisy_fewshot(y, 6, shots=16, num_fp=num_fp, seed=3, dedup=False)
+    for c in range(6):
+        assert [img_paths[i] for i in raw.indices[raw.labels == c]] == drawn[c]
+    sel = sample_noisy_fewshot(y, 6, shots=16, num_fp=num_fp, seed=3)
+    assert {img_paths[i]: int(lab) for i, lab in zip(sel.indices, sel.labels)} == official
+    firsts = [tuple(raw.indices[raw.labels == c][num_fp:]) for c in (0, 1, 2, 5)]
+    positions = [tuple(np.searchsorted(np.flatnonzero(y == c), f)) for c, f in zip((0, 1, 2, 5), firsts)]
+    assert len(set(positions)) == 4                   # the bug was: the same positions for equal pools
 
 
 def test_deterministic_per_seed():
