@@ -1,44 +1,62 @@
 """The accel_ssl demo: each framework pretrained on Fashion-MNIST at full length and with an
-acceleration schedule, evaluated by weighted k-NN, against the same network at random init.
+acceleration schedule (for twice the epochs), both evaluated by weighted k-NN on the same cadence
+in training steps, against the same network at random init and k-NN on raw pixels.
 
-    python -m projects.accel_ssl.reproduce [--methods mocov3,simclr,dino] [key=value ...]
+    python -m projects.accel_ssl.reproduce [--methods mocov3,simclr,dino] [--seeds 0,1] [key=value ...]
     python -m projects.accel_ssl.reproduce --config projects/accel_ssl/configs/mocov3_vitb16_in1k.yaml \
         --accel-config projects/accel_ssl/configs/mocov3_vitb16_in1k_accel.yaml data.root=$IMAGENET
 
-Prints (and writes to runs/accel_ssl/demo_table.md) k-NN accuracy, training wall time, trunk
-TFLOPs and the speed-up of the accelerated run.
+Time to target is measured the same way for both runs: the training time (the shared loop's clock:
+evaluation and checkpoints excluded) and the trunk FLOPs at the first evaluation whose k-NN reaches
+the target. The targets are the full-length run's final k-NN minus 0, 1, 2 and 3 points; the
+speed-up at a target is the full run's time to it over the accelerated run's. Writes
+runs/accel_ssl/demo_table.md, demo_results.json, the accuracy-vs-training-time figure
+(projects/accel_ssl/assets/demo_knn_vs_time.png, also in TensorBoard under runs/accel_ssl/demo_report).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from pathlib import Path
 
 import torch
 
 from shared.config import load_config
 from shared.logging import read_metrics
+from shared.metrics.knn import knn_accuracy
 from shared.run import run_dir_of
+from projects.accel_ssl.data import eval_sets, num_classes
 from projects.accel_ssl.evaluate import evaluate_encoder
-from projects.accel_ssl.frameworks import build_framework
-from projects.accel_ssl.train import main as train_main
+from projects.accel_ssl.train import build_model, main as train_main
 
 # compressed for the first 70 % of training, full length at the end (the shape the paper's analysis gives);
-# the accelerated run is given twice the epochs and evaluated along the way: the question is how soon
-# it reaches the full-length run's accuracy.
+# the accelerated run is given twice the epochs and evaluated along the way on the same step cadence.
 DEMO_SCHEDULE = "[{until: 0.7, patch: 8}, {until: 1.0}]"
+TARGET_OFFSETS = (0.0, 0.01, 0.02, 0.03)  # below the full-length run's final k-NN
+FIGURE = Path("projects/accel_ssl/assets/demo_knn_vs_time.png")
 
 
 def random_init_knn(cfg) -> float:
     torch.manual_seed(cfg.run.seed)
-    return evaluate_encoder(build_framework(cfg).encoder(), cfg, torch.device("cpu"))["knn_top1"]
+    return evaluate_encoder(build_model(cfg).encoder(), cfg, torch.device("cpu"), linear_probe=False)["knn_top1"]
 
 
-def curve(cfg, final: dict) -> list[tuple[float, float, float]]:
-    """(train time s, TFLOPs, k-NN) at every evaluation of a run, the final one included."""
+def raw_pixel_knn(cfg) -> float:
+    """The same k-NN (bank, test set, k, T) on the flattened normalised pixels."""
+    train, test = eval_sets(cfg, cfg.eval.knn_train_size, cfg.eval.knn_test_size)
+    feats = lambda ds: (torch.stack([ds[(i, 0)]["views"].flatten() for i in range(len(ds))]),
+                        torch.tensor([int(ds[(i, 0)]["label"]) for i in range(len(ds))]))
+    (ftr, ytr), (fte, yte) = feats(train), feats(test)
+    return knn_accuracy(ftr, ytr, fte, yte, num_classes(cfg), cfg.eval.knn_k, cfg.eval.knn_t)
+
+
+def curve(cfg, final: dict, start_knn: float | None = None) -> list[tuple[float, float, float]]:
+    """(train time s, TFLOPs, k-NN) at every evaluation of a run (at 0 with ``start_knn``), the final one included."""
     pts = [(m["budget/train_time_s"], m["budget/tflops"], m["eval/knn_top1"])
            for m in read_metrics(run_dir_of(cfg)) if "eval/knn_top1" in m and "budget/train_time_s" in m]
-    return pts + [(final["train_time_s"], final["train_tflops"], final["knn_top1"])]
+    return ([(0.0, 0.0, start_knn)] if start_knn is not None else []) + pts + [
+        (final["train_time_s"], final["train_tflops"], final["knn_top1"])]
 
 
 def time_to(points, target: float):
@@ -46,65 +64,170 @@ def time_to(points, target: float):
     return next(((t, f) for t, f, acc in points if acc >= target), None)
 
 
+def speedups(full_curve, accel_curve, full_final: float, offsets=TARGET_OFFSETS) -> list[dict]:
+    """At each target (full-length final k-NN minus an offset): both runs' time and FLOPs to it and the ratios."""
+    rows = []
+    for d in offsets:
+        target = full_final - d
+        f, a = time_to(full_curve, target), time_to(accel_curve, target)
+        rows.append({"offset": d, "target": target, "full_time_s": f[0] if f else None,
+                     "accel_time_s": a[0] if a else None, "full_tflops": f[1] if f else None,
+                     "accel_tflops": a[1] if a else None,
+                     "speedup_time": f[0] / a[0] if f and a and a[0] > 0 else None,
+                     "speedup_flops": f[1] / a[1] if f and a and a[1] > 0 else None})
+    return rows
+
+
 def run_pair(full_cfg, accel_cfg) -> dict:
-    """Both runs, and the accelerated run's time to reach the full-length run's final k-NN minus 1 point."""
     full, accel = train_main(full_cfg), train_main(accel_cfg)
-    target = full["knn_top1"] - 0.01
-    reached = time_to(curve(accel_cfg, accel), target)
-    return {"random_init_knn": random_init_knn(full_cfg), "full": full, "accel": accel, "target_knn": target,
-            "accel_curve": curve(accel_cfg, accel), "full_curve": curve(full_cfg, full),
-            "accel_time_to_target_s": reached[0] if reached else None,
-            "speedup_time": full["train_time_s"] / reached[0] if reached else None,
-            "speedup_flops": full["train_tflops"] / reached[1] if reached else None,
-            "knn_gap": accel["knn_top1"] - full["knn_top1"]}
+    init = random_init_knn(full_cfg)  # both runs start from this network (same seed)
+    fc, ac = curve(full_cfg, full, init), curve(accel_cfg, accel, init)
+    return {"random_init_knn": init, "full": full, "accel": accel, "full_curve": fc, "accel_curve": ac,
+            "targets": speedups(fc, ac, full["knn_top1"]), "knn_gap": accel["knn_top1"] - full["knn_top1"]}
 
 
-def table(rows: dict) -> str:
-    out = ["| framework | random init k-NN | full length: k-NN, time (s) | accelerated: final k-NN, time (s) "
-           "| accelerated: time to full's k-NN - 1 pt | speed-up (time) | speed-up (FLOPs) |",
-           "|---|---|---|---|---|---|---|"]
-    for m, r in rows.items():
-        reached = r["accel_time_to_target_s"]
-        out.append(f"| {m} | {100 * r['random_init_knn']:.2f} | {100 * r['full']['knn_top1']:.2f}, "
-                   f"{r['full']['train_time_s']:.0f} | {100 * r['accel']['knn_top1']:.2f}, {r['accel']['train_time_s']:.0f} | "
-                   + (f"{reached:.0f} s | {r['speedup_time']:.2f}x | {r['speedup_flops']:.2f}x |" if reached else
-                      "not reached | - | - |"))
+def _median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def table(rows: dict, raw_knn: float | None) -> str:
+    """One line per framework: k-NN (median over seeds, range), train time, and the speed-up at each target."""
+    heads = " | ".join(f"speed-up at full - {100 * d:g} pt: time (FLOPs)" for d in TARGET_OFFSETS)
+    out = [f"| framework | seeds | random init k-NN | raw pixels k-NN | full: final k-NN, train time | "
+           f"accelerated: final k-NN, train time | {heads} |", "|---" * (6 + len(TARGET_OFFSETS)) + "|"]
+    fmt_x = lambda v: f"{v:.2f}x" if v is not None else "not reached"
+    for m, seeds in rows.items():
+        rs = list(seeds.values())
+        rng = lambda key, sub: [r[sub][key] for r in rs]
+        k = lambda xs: f"{100 * statistics.median(xs):.2f}" + (f" ({100 * min(xs):.1f}-{100 * max(xs):.1f})" if len(xs) > 1 else "")
+        cells = []
+        for i, _ in enumerate(TARGET_OFFSETS):
+            st = [r["targets"][i]["speedup_time"] for r in rs]
+            sf = [r["targets"][i]["speedup_flops"] for r in rs]
+            reached = sum(x is not None for x in st)
+            per_seed = "/".join(fmt_x(x) for x in st) if len(rs) > 1 else ""
+            cells.append(f"{fmt_x(_median(st))} ({fmt_x(_median(sf))})" + (f"; seeds {per_seed}" if per_seed else "")
+                         + ("" if reached == len(rs) else f"; reached {reached}/{len(rs)}"))
+        raw_cell = f"{100 * raw_knn:.2f}" if raw_knn is not None else "-"
+        out.append(f"| {m} | {len(rs)} | {k([r['random_init_knn'] for r in rs])} | {raw_cell} | "
+                   f"{k(rng('knn_top1', 'full'))}, {_median(rng('train_time_s', 'full')):.0f} s | "
+                   f"{k(rng('knn_top1', 'accel'))}, {_median(rng('train_time_s', 'accel')):.0f} s | "
+                   + " | ".join(cells) + " |")
     return "\n".join(out)
+
+
+def figure(rows: dict, path: Path, tb_dir: Path | None = None) -> None:
+    """k-NN against training time (and against TFLOPs), full-length vs accelerated, one panel per framework."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, len(rows), figsize=(4.2 * len(rows), 6.4), squeeze=False)
+    for j, (m, seeds) in enumerate(rows.items()):
+        for s, r in seeds.items():
+            for key, color, label in (("full_curve", "tab:blue", "full length"), ("accel_curve", "tab:orange", "accelerated")):
+                t, f, acc = zip(*r[key])
+                lab = f"{label}" if s == next(iter(seeds)) else None
+                axes[0, j].plot(t, [100 * a for a in acc], "o-", ms=2.5, lw=1, color=color, alpha=0.8, label=lab)
+                axes[1, j].plot(f, [100 * a for a in acc], "o-", ms=2.5, lw=1, color=color, alpha=0.8, label=lab)
+            axes[0, j].axhline(100 * r["full"]["knn_top1"], color="gray", lw=0.5, ls=":")
+        axes[0, j].set_title(f"{m} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})", fontsize=9)
+        axes[0, j].set_xlabel("training time (s, eval/ckpt excluded)", fontsize=8)
+        axes[1, j].set_xlabel("trunk TFLOPs", fontsize=8)
+        for i in range(2):
+            axes[i, j].set_ylabel("k-NN top-1 (%)", fontsize=8)
+            axes[i, j].legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    if tb_dir is not None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        with SummaryWriter(str(tb_dir)) as w:
+            w.add_figure("demo/knn_vs_training_time", fig, close=False)
+    plt.close(fig)
+
+
+def merge(paths: list[str], fig: Path | None, overrides: list[str]) -> dict:
+    rows: dict[str, dict] = {}
+    raw = None
+    for path in paths:
+        data = json.loads(Path(path).read_text())
+        raw = data["raw_pixel_knn"] if data.get("raw_pixel_knn") is not None else raw
+        for m, seeds in data["rows"].items():
+            for seed, r in seeds.items():
+                r["full_curve"] = [tuple(x) for x in r["full_curve"]]
+                r["accel_curve"] = [tuple(x) for x in r["accel_curve"]]
+                rows.setdefault(m, {})[int(seed)] = r
+    order = [m for m in ("mocov3", "simclr", "dino") if m in rows]
+    rows = {m: dict(sorted(rows[m].items())) for m in order}
+    md = table(rows, raw)
+    out = Path(load_config("projects/accel_ssl/configs/demo_mocov3.yaml", overrides).run.root) / "accel_ssl"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "demo_table.md").write_text(md + "\n")
+    (out / "demo_results.json").write_text(json.dumps({"raw_pixel_knn": raw, "rows": rows}, indent=2, default=str) + "\n")
+    if fig is not None:
+        figure(rows, fig, out / "demo_report")
+    print("\n" + md + f"\n\nwritten to {out}/demo_table.md")
+    return {"raw_pixel_knn": raw, "rows": rows}
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", default="mocov3,simclr,dino", help="comma-separated")
+    p.add_argument("--seeds", default="0", help="comma-separated run.seed values (each seed: both runs)")
     p.add_argument("--config", default=None, help="a full-length config (default: the demo configs)")
     p.add_argument("--accel-config", default=None)
     p.add_argument("--schedule", default=DEMO_SCHEDULE, help="the demo's acceleration schedule (YAML list)")
     p.add_argument("--accel-epochs", type=float, default=2.0,
                    help="the accelerated run's epochs as a multiple of the full-length run's (its schedule spans them)")
+    p.add_argument("--figure", default=str(FIGURE), help="where the accuracy-vs-time figure goes ('' for none)")
+    p.add_argument("--merge", nargs="+", default=None, metavar="DEMO_RESULTS_JSON",
+                   help="train nothing: merge the rows of earlier demo_results.json files (methods or seeds run in "
+                        "separate processes) into one table and figure")
     p.add_argument("overrides", nargs="*")
     a = p.parse_args(argv)
-    rows = {}
-    if a.config:
-        full = load_config(a.config, a.overrides)
-        accel = load_config(a.accel_config, a.overrides) if a.accel_config else load_config(
-            a.config, [*a.overrides, f"compression.schedule={a.schedule}", f"run.name={full.run.name}_accel"])
-        rows[full.method.name] = run_pair(full, accel)
-    else:
+    if a.merge:
+        return merge(a.merge, Path(a.figure) if a.figure else None, a.overrides)
+    seeds = [int(s) for s in a.seeds.split(",")]
+    rows: dict[str, dict[int, dict]] = {}
+    raw = None
+    for seed in seeds:
+        so = [*a.overrides, f"run.seed={seed}"]
+        sfx = f"_s{seed}" if len(seeds) > 1 or seed != 0 else ""
+        if a.config:
+            full = load_config(a.config, [*so, f"run.name={load_config(a.config, so).run.name}{sfx}"])
+            accel = (load_config(a.accel_config, [*so, f"run.name={load_config(a.accel_config, so).run.name}{sfx}"])
+                     if a.accel_config else load_config(a.config, [*so, f"compression.schedule={a.schedule}",
+                                                                    f"run.name={full.run.name}_accel"]))
+            rows.setdefault(full.method.name, {})[seed] = run_pair(full, accel)
+            continue
         for m in a.methods.split(","):
             if m not in ("mocov3", "simclr", "dino"):
                 raise ValueError(f"--methods: unknown framework {m!r}")
             path = f"projects/accel_ssl/configs/demo_{m}.yaml"
-            full = load_config(path, [*a.overrides, f"run.name=demo_{m}_full"])
-            epochs = load_config(path, a.overrides).optim.epochs
-            accel = load_config(path, [*a.overrides, f"run.name=demo_{m}_accel", f"compression.schedule={a.schedule}",
-                                       f"optim.epochs={epochs * a.accel_epochs:g}"])
-            rows[m] = run_pair(full, accel)
-    md = table(rows)
+            full = load_config(path, [*so, f"run.name=demo_{m}_full{sfx}"])
+            epochs = full.optim.epochs * a.accel_epochs
+            if epochs != int(epochs):
+                raise ValueError(f"--accel-epochs {a.accel_epochs} gives {epochs} epochs: choose a whole number")
+            accel = load_config(path, [*so, f"run.name=demo_{m}_accel{sfx}", f"compression.schedule={a.schedule}",
+                                       f"optim.epochs={int(epochs)}"])
+            rows.setdefault(m, {})[seed] = run_pair(full, accel)
+    if full.data.dataset == "fashion_mnist":
+        raw = raw_pixel_knn(full)
+    md = table(rows, raw)
     out = Path(full.run.root) / "accel_ssl"
     out.mkdir(parents=True, exist_ok=True)
     (out / "demo_table.md").write_text(md + "\n")
-    (out / "demo_results.json").write_text(json.dumps(rows, indent=2, default=str) + "\n")
-    print("\n" + md + f"\n\nwritten to {out}/demo_table.md")
-    return rows
+    result = json.dumps({"raw_pixel_knn": raw, "rows": rows}, indent=2, default=str) + "\n"
+    (out / "demo_results.json").write_text(result)
+    (out / f"demo_results_{'-'.join(rows)}_s{'-'.join(map(str, seeds))}.json").write_text(result)  # for --merge
+    if a.figure:
+        figure(rows, Path(a.figure), out / "demo_report")
+    print("\n" + md + f"\n\nwritten to {out}/demo_table.md" + (f" and {a.figure}" if a.figure else ""))
+    return {"raw_pixel_knn": raw, "rows": rows}
 
 
 if __name__ == "__main__":

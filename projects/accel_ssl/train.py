@@ -93,6 +93,15 @@ def cancel_last_layer_grads(model: DINO) -> None:
         p.grad = None
 
 
+def prepare_grads(model, clip: float | None, mode: str, cancel_last_layer: bool) -> None:
+    """After backward, before the optimizer step, in DINO's order: clip every gradient (the last layer's
+    included), then drop the last layer's gradients while it is frozen."""
+    if clip:
+        clip_gradients(model.parameters(), clip, mode)
+    if cancel_last_layer:
+        cancel_last_layer_grads(model)
+
+
 def equal_across_ranks(views: list[torch.Tensor], device) -> tuple[list[torch.Tensor], int]:
     """Views cut to the smallest per-rank batch (an unreadable image shrinks one rank's batch; the
     all-gathers need equal shapes): every rank drops its last samples down to that size. Returns the
@@ -164,10 +173,7 @@ def main(cfg) -> dict:
                 loss, _ = loss_fn(views, setting, noise, teacher_temp=vals.get("teacher_temp", 0.04))
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            if cfg.optim.clip_grad:  # DINO's order: clip, then cancel the last layer's gradients
-                clip_gradients(model.parameters(), cfg.optim.clip_grad, cfg.optim.clip_mode)
-            if step < freeze_last:
-                cancel_last_layer_grads(model)
+            prepare_grads(model, cfg.optim.clip_grad, cfg.optim.clip_mode, cancel_last_layer=step < freeze_last)
             opt.step()
             model.update_target(vals["momentum"])
             loop.vars["flops"] += model.step_flops(sizes, setting) * cfg.optim.batch_size
