@@ -1,0 +1,1 @@
+"""Patch Ranking (WACV 2025): token pruning of CLIP as ranking prediction."""

@@ -1,0 +1,326 @@
+"""The Patch Ranking pipeline, one run folder, phases in order (each resumes or is skipped when done):
+
+    rank       Phase I: golden rankings of a train subset (predictor targets) and of a test subset
+               (the oracle row, the predictor's overlap metric) -> <run>/rankings/<dataset>_<split>.json
+    predictor  Phase II: the Mixer predictor on cached pooled features, KL to the soft target
+               (Adam 1e-3, wd 1e-4, cosine to 1e-4 over 50 epochs, batch 64) -> <run>/predictor.pt
+    prompts    Phase III: IVLP visual + text tokens, few-shot (16 shots), the pruned model in the loop
+               (SGD 0.0035, batch 4, 5 epochs, 1 constant warm-up epoch at 1e-5, cosine) -> <run>/prompts.pt
+    eval       zero-shot top-1 at each keep ratio for every method, GFLOPs, images/s -> results.json
+
+    python -m projects.patch_ranking.train --config projects/patch_ranking/configs/oxford_pets.yaml data.root=$DATA
+    python -m projects.patch_ranking.train --config ... phases=[rank]      # only the golden rankings
+    python -m projects.patch_ranking.train --config ... --cluster slurm --partition gpu --gpus-per-node 1
+
+The trained phases run on ``shared.loop.Loop`` (sub-folders ``predictor/`` and ``prompts/`` of the run
+hold their checkpoints; a killed run resumes mid-epoch).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, Dataset
+
+from shared import dist, launch
+from shared.amp import autocast
+from shared.checkpoint import CheckpointManager, atomic_torch_save, atomic_write_text
+from shared.clip.datasets import ImageListDataset
+from shared.data.sampling import ResumableSampler
+from shared.logging import progress
+from shared.loop import Loop
+from shared.run import RunContext, start_run
+from projects.patch_ranking.data import build_dataset, few_shot, load_cfg_clip, loader, subset, test_transform, train_transform
+from projects.patch_ranking.golden import GoldenConfig
+from projects.patch_ranking.model import PrunedCLIP
+from projects.patch_ranking.predictor import MixerPredictor, TimmFeatures, ranking_kl_loss, top_overlap
+from projects.patch_ranking.pruning import embed, num_patches, run_blocks
+from projects.patch_ranking.rankings import Rankings, image_id, load_rankings, new_rankings, rank_items
+
+log = logging.getLogger(__name__)
+PHASES = ("rank", "predictor", "prompts", "eval")
+
+
+def build_model(cfg, classnames: list[str] | None = None, device: torch.device | str = "cpu") -> PrunedCLIP:
+    """The model a config describes: CLIP (``clip.pretrained``: null = random init), the pruning stages,
+    the predictor (weights from ``predictor.checkpoint`` if set), the method; with ``classnames``,
+    the zero-shot classifier of ``data.template``."""
+    bundle = load_cfg_clip(cfg, device)
+    n = num_patches(bundle.model.visual)
+    p = cfg.predictor
+    predictor = MixerPredictor(n, int(p.pool_dim)).to(device)
+    timm_features = None
+    if p.features == "timm":
+        timm_features = TimmFeatures(p.timm_model, p.timm_pretrained).to(device)
+    elif p.features != "own":
+        raise ValueError(f"predictor.features must be own or timm, got {p.features!r}")
+    if p.checkpoint:
+        predictor.load_state_dict(torch.load(p.checkpoint, map_location=device, weights_only=True))
+    model = PrunedCLIP(bundle.model, bundle.tokenizer, cfg.prune.stages, method="none", predictor=predictor,
+                       timm_features=timm_features, seed=int(cfg.run.seed),
+                       tome_proportional=bool(cfg.prune.tome_proportional)).to(device)
+    model.set_method(cfg.prune.method)
+    model.image_size = bundle.image_size
+    model.bundle_name, model.bundle_source = bundle.name, bundle.source
+    if classnames is not None:
+        model.set_classes(classnames, cfg.data.template or "a photo of a {}.")
+    return model
+
+
+def golden_config(cfg, model: PrunedCLIP) -> GoldenConfig:
+    g = cfg.golden
+    return GoldenConfig(layer=model.layer, block_size=int(g.block_size), tokens_per_step=int(g.tokens_per_step),
+                        steps=int(g.steps), score=str(g.score), max_batch=int(g.max_batch))
+
+
+def sub_context(ctx: RunContext, name: str) -> RunContext:
+    d = ctx.run_dir / name
+    return RunContext(cfg=ctx.cfg, run_dir=d, device=ctx.device,
+                      ckpt=CheckpointManager(d, keep=int(ctx.cfg.run.get("keep_checkpoints", 2))))
+
+
+def rankings_path(ctx: RunContext, ds, split: str):
+    return ctx.run_dir / "rankings" / f"{ds.name}_{split}.json"
+
+
+# ---- Phase I -------------------------------------------------------------------------------------
+
+def phase_rank(ctx: RunContext, cfg, ds, model: PrunedCLIP) -> dict[str, Rankings]:
+    gcfg = golden_config(cfg, model)
+    out = {}
+    for split, n in (("train", cfg.golden.train_images), ("test", cfg.golden.test_images)):
+        items = subset(ds.split(split), int(n), int(cfg.run.seed))
+        if not items:
+            continue
+        path = rankings_path(ctx, ds, split)
+        r = load_rankings(path, ds.name, model.clip, split) if path.is_file() else \
+            new_rankings(ds.name, split, model.clip, model.bundle_name, model.bundle_source, gcfg)
+        if r.meta["golden"] != gcfg.to_dict():
+            raise ValueError(f"{path} was made with golden settings {r.meta['golden']}, the config asks for "
+                             f"{gcfg.to_dict()}; delete it or use another run name")
+        chunk = max(1, int(cfg.golden.batch_size)) * 20
+        for i in range(0, len(items), chunk):  # saved every chunk: a restarted job continues
+            rank_items(model.clip, items[i:i + chunk], ds.root, test_transform(model.image_size), gcfg, r,
+                       classifier=model.classifier, batch_size=int(cfg.golden.batch_size),
+                       num_workers=int(cfg.data.num_workers), device=ctx.device,
+                       desc=f"golden {split} {i // chunk + 1}/{math.ceil(len(items) / chunk)}")
+            if dist.is_main():
+                r.save(path)
+        out[split] = r
+    return out
+
+
+def ranked_items(ds, split: str, rankings: Rankings):
+    ids = set(rankings.images)
+    return [d for d in ds.split(split) if image_id(d.impath, ds.root) in ids]
+
+
+# ---- Phase II ------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def pooled_features(model: PrunedCLIP, items, cfg, device) -> torch.Tensor:
+    """[M, 1+N, pool_dim] predictor inputs, channels pooled (the pooling has no parameters)."""
+    out = []
+    dl = loader(items, test_transform(model.image_size), int(cfg.eval.batch_size), cfg, device)
+    for batch in progress(dl, desc="predictor features"):
+        x = batch["image"].to(device)
+        with autocast(device, cfg.train.amp):
+            if model.timm_features is not None:
+                tokens = model.timm_features(x)
+            else:
+                v = model.clip.visual
+                tokens = run_blocks(v, embed(v, x), 0, model.layer)
+        out.append(model.predictor.pool_features(tokens).float().cpu())
+    return torch.cat(out)
+
+
+class _Cached(Dataset):
+    def __init__(self, feats: torch.Tensor, orders: torch.Tensor):
+        self.feats, self.orders = feats, orders
+
+    def __len__(self):
+        return len(self.feats)
+
+    def __getitem__(self, item):
+        i = item[0] if isinstance(item, tuple) else item
+        return self.feats[i], self.orders[i]
+
+
+@torch.no_grad()
+def overlap_on(predictor: MixerPredictor, feats: torch.Tensor, orders: torch.Tensor, n: int, device) -> float:
+    predictor.eval()
+    s = torch.cat([predictor.head(feats[i:i + 512].to(device)).cpu() for i in range(0, len(feats), 512)])
+    return float(top_overlap(s, orders, n).mean())
+
+
+def phase_predictor(ctx: RunContext, cfg, ds, model: PrunedCLIP, rankings: dict[str, Rankings]) -> dict:
+    p, device = cfg.predictor, ctx.device
+    if "train" not in rankings:
+        raise ValueError("the predictor needs golden rankings of train images (golden.train_images != 0)")
+    items = ranked_items(ds, "train", rankings["train"])
+    orders = rankings["train"].order([image_id(d.impath, ds.root) for d in items])
+    feats = pooled_features(model, items, cfg, device)
+    test = None
+    if "test" in rankings:
+        t_items = ranked_items(ds, "test", rankings["test"])
+        test = (pooled_features(model, t_items, cfg, device),
+                rankings["test"].order([image_id(d.impath, ds.root) for d in t_items]))
+    sub = sub_context(ctx, "predictor")
+    pred = model.predictor
+    bs = int(p.batch_size)
+    loop = Loop(sub, steps_per_epoch=math.ceil(len(feats) / bs), epochs=int(p.epochs), samples_per_step=bs,
+                desc="predictor")
+    opt = torch.optim.Adam(pred.parameters(), lr=float(p.lr), weight_decay=float(p.weight_decay))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=int(p.epochs), eta_min=float(p.min_lr))
+    loop.register(predictor=pred, optimizer=opt, scheduler=sched)
+    loop.vars["overlap"] = []
+    loop.resume()
+    sampler = ResumableSampler(len(feats), seed=int(cfg.run.seed), shuffle=True)
+    dl = DataLoader(_Cached(feats, orders), batch_size=bs, sampler=sampler)
+    while not loop.done:
+        sampler.set_epoch(loop.epoch, start=loop.pos * bs)
+        pred.train()
+        for f, o in loop.epoch_batches(dl):
+            f, o = f.to(device), o.to(device)
+            scores = pred.head(f)
+            loss = ranking_kl_loss(scores, o, int(p.tail))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loop.end_step(loss, {"train/lr": opt.param_groups[0]["lr"]})
+            if loop.pos == 0:
+                sched.step()
+                with loop.paused():
+                    m = {"predictor/train_overlap": overlap_on(pred, feats, orders, int(p.overlap_n), device)}
+                    if test is not None:
+                        m["predictor/test_overlap"] = overlap_on(pred, *test, int(p.overlap_n), device)
+                    loop.vars["overlap"].append({"epoch": loop.epoch, **m})
+                    loop.log(m)
+                pred.train()
+            loop.checkpoint_if_due()
+    loop.finish()
+    pred.eval()
+    summary = {"train_images": len(feats), "epochs": int(p.epochs),
+               "train_overlap": overlap_on(pred, feats, orders, int(p.overlap_n), device),
+               "overlap_n": int(p.overlap_n), "history": loop.vars["overlap"]}
+    if test is not None:
+        summary["test_overlap"] = overlap_on(pred, *test, int(p.overlap_n), device)
+        summary["test_images"] = len(test[0])
+    if dist.is_main():
+        atomic_torch_save(pred.state_dict(), ctx.run_dir / "predictor.pt")
+        atomic_write_text(ctx.run_dir / "predictor.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+# ---- Phase III -----------------------------------------------------------------------------------
+
+def prompt_lr(epoch: int, pc) -> float:
+    """Dassl: constant warm-up epochs at warmup_lr, then cosine over ``epochs`` (stepped per epoch)."""
+    if epoch < int(pc.warmup_epochs):
+        return float(pc.warmup_lr)
+    return 0.5 * float(pc.lr) * (1 + math.cos(math.pi * (epoch - int(pc.warmup_epochs)) / int(pc.epochs)))
+
+
+def prompt_parameters(model: PrunedCLIP) -> list[nn.Parameter]:
+    return list(model.visual_prompts.parameters()) + list(model.text_prompts.parameters())
+
+
+def phase_prompts(ctx: RunContext, cfg, ds, model: PrunedCLIP) -> dict:
+    pc, device = cfg.prompts, ctx.device
+    model.add_prompts(int(pc.n_vis), int(pc.n_txt), int(pc.depth_vis), int(pc.depth_txt), str(pc.ctx_init))
+    model.set_method(pc.method)
+    items = few_shot(ds.train, int(pc.shots), int(cfg.run.seed))
+    bs = int(pc.batch_size)
+    sub = sub_context(ctx, "prompts")
+    params = prompt_parameters(model)
+    opt = torch.optim.SGD(params, lr=float(pc.lr), momentum=float(pc.momentum), weight_decay=float(pc.weight_decay))
+    loop = Loop(sub, steps_per_epoch=math.ceil(len(items) / bs), epochs=int(pc.epochs), samples_per_step=bs,
+                desc="learnable tokens")
+    loop.register(visual_prompts=model.visual_prompts, text_prompts=model.text_prompts, optimizer=opt)
+    loop.resume()
+    sampler = ResumableSampler(len(items), seed=int(cfg.run.seed), shuffle=True)
+    dl = DataLoader(ImageListDataset(items, train_transform(cfg, model.image_size)), batch_size=bs, sampler=sampler,
+                    num_workers=int(cfg.data.num_workers), pin_memory=device.type == "cuda")
+    while not loop.done:
+        lr = prompt_lr(loop.epoch, pc)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        sampler.set_epoch(loop.epoch, start=loop.pos * bs)
+        model.train()
+        for batch in loop.epoch_batches(dl):
+            x = batch["image"].to(device, non_blocking=True)
+            y = torch.as_tensor(batch["label"], device=device)
+            with autocast(device, cfg.train.amp):
+                logits = model(x)
+            loss = nn.functional.cross_entropy(logits.float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loop.end_step(loss, {"train/lr": lr})
+            loop.checkpoint_if_due()
+    loop.finish()
+    model.eval()
+    state = {"visual_prompts": model.visual_prompts.state_dict(), "text_prompts": model.text_prompts.state_dict()}
+    if dist.is_main():
+        atomic_torch_save(state, ctx.run_dir / "prompts.pt")
+    return {"shots": int(pc.shots), "train_images": len(items), "method": pc.method, "keep": model.stages,
+            "epochs": int(pc.epochs), "train_time_s": loop.clock.read()}
+
+
+# ---- the run -------------------------------------------------------------------------------------
+
+def main(cfg) -> dict:
+    from projects.patch_ranking.eval import evaluate
+
+    phases = list(cfg.phases)
+    bad = [p for p in phases if p not in PHASES]
+    if bad:
+        raise ValueError(f"unknown phases {bad}; valid: {PHASES}")
+    ctx = start_run(cfg)
+    device = ctx.device
+    if device.type == "cpu" and cfg.train.cpu_threads:
+        torch.set_num_threads(int(cfg.train.cpu_threads))
+    if dist.world_size() > 1:
+        raise ValueError("Patch Ranking runs on one process (the trained parts are tiny); rank large datasets "
+                         "with several runs over golden.train_images subsets instead")
+    ds = build_dataset(cfg)
+    model = build_model(cfg, ds.classnames, device)
+    results = {"config": cfg.run.name, "dataset": ds.name, "arch": model.bundle_name, "weights": model.bundle_source,
+               "stages": model.stages, "classes": ds.num_classes,
+               "paper": cfg.paper.to_dict() if hasattr(cfg.paper, "to_dict") else dict(cfg.paper)}
+    rankings = {}
+    if "rank" in phases:
+        rankings = phase_rank(ctx, cfg, ds, model)
+        results["golden"] = {**golden_config(cfg, model).to_dict(),
+                             **{f"{s}_images": len(r.images) for s, r in rankings.items()}}
+    else:
+        for split in ("train", "test"):
+            path = rankings_path(ctx, ds, split)
+            if path.is_file():
+                rankings[split] = load_rankings(path, ds.name, model.clip, split)
+    if "predictor" in phases:
+        done = ctx.run_dir / "predictor.json"
+        if done.is_file() and (ctx.run_dir / "predictor.pt").is_file():
+            model.predictor.load_state_dict(torch.load(ctx.run_dir / "predictor.pt", map_location=device))
+            results["predictor"] = json.loads(done.read_text())
+        else:
+            results["predictor"] = phase_predictor(ctx, cfg, ds, model, rankings)
+    elif (ctx.run_dir / "predictor.pt").is_file() and not cfg.predictor.checkpoint:
+        model.predictor.load_state_dict(torch.load(ctx.run_dir / "predictor.pt", map_location=device))
+    if "eval" in phases:
+        results["eval"] = evaluate(model, ds, cfg, device, rankings.get("test"), prompts=False)
+    if "prompts" in phases:
+        results["prompts"] = phase_prompts(ctx, cfg, ds, model)
+        if "eval" in phases:
+            results["eval"] += evaluate(model, ds, cfg, device, None, prompts=True)
+    ctx.write_results(results)
+    ctx.close()
+    return results
+
+
+if __name__ == "__main__":
+    launch.main(sys.argv[1:], entry="projects.patch_ranking.train")
