@@ -90,8 +90,9 @@ class Loop:
             raise ValueError("give epochs, max_steps or both")
         self.ctx, self.cfg, self.device = ctx, ctx.cfg, ctx.device
         self.steps_per_epoch = int(steps_per_epoch)
+        self.epochs, self.max_steps = epochs, max_steps
         full = epochs * self.steps_per_epoch if epochs is not None else None
-        self.total_steps = int(min(x for x in (full, max_steps) if x is not None))
+        self.total_steps = int(min(x for x in (full, max_steps) if x is not None))  # for the bar and progress
         self.samples_per_step = samples_per_step
         t = self.cfg.get("train", {}) or {}
         self.log_every = int(t.get("log_every", 0) or 0)
@@ -166,12 +167,14 @@ class Loop:
     # -- where the run is ----------------------------------------------------------------------
     @property
     def done(self) -> bool:
-        return self.step >= self.total_steps
+        """After the last epoch (batches skipped as unreadable included) or at ``max_steps``."""
+        return ((self.epochs is not None and self.epoch >= self.epochs)
+                or (self.max_steps is not None and self.step >= self.max_steps))
 
     @property
     def progress(self) -> float:
         """Fraction of training done, in [0, 1]."""
-        return self.step / self.total_steps
+        return min(1.0, self.step / self.total_steps)
 
     def itstime(self, every_steps: int | None = None, every_epochs: int | None = None, last: bool = True,
                 first: bool = False) -> bool:
@@ -227,7 +230,7 @@ class Loop:
             self.guard.update(loss, self.step)
         if self._bar is not None:
             self._bar.update(1)
-        if itstime(self.step, self.log_every, total=self.total_steps):
+        if self.done or itstime(self.step, self.log_every):
             self.guard.check()
             out = {}
             if loss is not None:

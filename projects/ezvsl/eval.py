@@ -11,27 +11,44 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from shared.amp import autocast
+from shared.checkpoint import CheckpointManager, load_weights
 from shared.config import load_config
 from shared.data.robust import BadSampleMonitor, collate_skipping_bad
 from shared.logging import progress
 from shared.metrics.localization import ciou, minmax, summarize, upsample_maps
+from shared.run import run_dir_of
 from projects.ezvsl.data import IMAGENET_MEAN, IMAGENET_STD, eval_set
+from projects.ezvsl.model import EZVSL, ObjectSaliency
 
 log = logging.getLogger(__name__)
 VARIANTS = ("av", "obj", "av_obj")
 
 
-def autocast(device: torch.device, amp: str):
-    if device.type == "cuda" and amp == "bf16":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
+def load_for_eval(cfg, model: EZVSL) -> str:
+    """Load eval.checkpoint into ``model``: 'best' / 'last' of this run, 'init' (untrained), or a path
+    (ours, or an official release file with the weights under 'model')."""
+    which = cfg.eval.checkpoint
+    ckpt_dir = run_dir_of(cfg) / "checkpoints"
+    if which == "init":
+        model.load_state_dict(EZVSL(cfg.model.out_dim, cfg.model.image_weights).state_dict())
+        return "init"
+    if which == "best":
+        path = ckpt_dir / "best.pt"
+    elif which == "last":
+        path = CheckpointManager(run_dir_of(cfg)).latest_path()
+        if path is None:
+            raise FileNotFoundError(f"no checkpoint in {ckpt_dir}; train first")
+    else:
+        path = which
+    model.load_state_dict(load_weights(path, key="model"))
+    return str(path)
 
 
 def eval_loader(cfg, name: str) -> DataLoader:
@@ -60,12 +77,14 @@ def evaluate(model, ogl, loader: DataLoader, device: torch.device, alpha: float 
         if "image" not in batch:
             continue
         image = batch["image"].to(device, non_blocking=True)
-        with autocast(device, amp):
-            maps = {"obj": upsample_maps(ogl(image), 224, *upsample)}
+        with autocast(device, amp):  # the encoders may run in bf16; the maps are made in fp32 below
+            obj = ogl(image)
             if model is not None:
                 img, aud = model(image, batch["spec"].to(device, non_blocking=True))
-                av = torch.einsum("nchw,nc->nhw", img.float(), aud.float()) / tau
-                maps["av"] = upsample_maps(av, 224, *upsample)
+        maps = {"obj": upsample_maps(obj, 224, *upsample)}
+        if model is not None:
+            av = torch.einsum("nchw,nc->nhw", img.float(), aud.float()) / tau
+            maps["av"] = upsample_maps(av, 224, *upsample)
         gt = batch["gt_map"].numpy()
         for i in range(len(gt)):
             pred = {k: minmax(m[i]) for k, m in maps.items()}
@@ -122,10 +141,7 @@ def with_paper(cfg, name: str, metrics: dict) -> dict:
 
 
 def main(argv=None) -> dict:
-    from projects.ezvsl.model import EZVSL, ObjectSaliency
-    from projects.ezvsl.train import load_for_eval
     from shared import dist
-    from shared.run import run_dir_of
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True)

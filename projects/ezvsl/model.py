@@ -91,4 +91,5 @@ class ObjectSaliency(nn.Module):
 
     @torch.no_grad()
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return resnet18_trunk(self.net, image).abs().mean(1)
+        # the channel mean in fp32 however the trunk ran (mean is not an autocast op: it keeps fp32)
+        return resnet18_trunk(self.net, image).float().abs().mean(1)

@@ -13,20 +13,19 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
 from shared import dist, launch
-from shared.checkpoint import load_weights, set_rng_state
-from shared.data.robust import BadSampleMonitor, collate_skipping_bad
+from shared.amp import autocast
+from shared.data.robust import collate_skipping_bad
 from shared.data.sampling import ResumableSampler
-from shared.logging import progress
+from shared.loop import Loop
 from shared.run import RunContext, start_run
 from projects.ezvsl.data import train_set
-from projects.ezvsl.eval import VARIANTS, autocast, eval_loader, evaluate, format_row, with_paper
+from projects.ezvsl.eval import VARIANTS, eval_loader, evaluate, format_row, load_for_eval, with_paper
 from projects.ezvsl.losses import mil_contrastive_loss
 from projects.ezvsl.model import EZVSL, ObjectSaliency
 
@@ -38,30 +37,6 @@ def build_model(cfg, device: torch.device) -> EZVSL:
     if cfg.train.channels_last and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     return model
-
-
-def load_for_eval(cfg, model: EZVSL) -> str:
-    """Load eval.checkpoint into ``model``: 'best' / 'last' of this run, 'init' (untrained), or a path
-    (ours, or an official release file with the weights under 'model')."""
-    from shared.run import run_dir_of
-
-    which = cfg.eval.checkpoint
-    ckpt_dir = run_dir_of(cfg) / "checkpoints"
-    if which == "init":
-        model.load_state_dict(EZVSL(cfg.model.out_dim, cfg.model.image_weights).state_dict())
-        return "init"
-    if which == "best":
-        path = ckpt_dir / "best.pt"
-    elif which == "last":
-        from shared.checkpoint import CheckpointManager
-
-        path = CheckpointManager(run_dir_of(cfg)).latest_path()
-        if path is None:
-            raise FileNotFoundError(f"no checkpoint in {ckpt_dir}; train first")
-    else:
-        path = which
-    model.load_state_dict(load_weights(path, key="model"))
-    return str(path)
 
 
 def train_step(model, batch, opt, cfg, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,70 +83,50 @@ def main(cfg) -> dict:
         if leak:
             raise ValueError(f"{len(leak)} validation ids are also training ids (e.g. {sorted(leak)[:3]})")
 
-    step, epoch, pos, best = 0, 0, 0, -1.0
-    state = ctx.resume()
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        step, epoch, pos, best = state["step"], state["epoch"], state["pos"], state["best"]
-        set_rng_state(state["rng"])
-    logger = ctx.open_logger(step if state is not None else None)
+    loop = Loop(ctx, steps_per_epoch, epochs=cfg.optim.epochs, samples_per_step=cfg.optim.batch_size,
+                desc=f"ezvsl {cfg.run.name}")
+    loop.register(model=model, optimizer=opt)
+    loop.vars["best"] = -1.0
+    loop.resume()
     net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
     if cfg.train.compile:
         net = torch.compile(net)
 
-    def snapshot():
-        return {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "pos": pos, "best": best}
-
-    monitor = BadSampleMonitor(cfg.data.max_bad_fraction, "train")
-    guard = ctx.nonfinite_guard()
-    while epoch < cfg.optim.epochs:
-        sampler.set_epoch(epoch, start=pos * per_rank)
-        monitor.reset()
+    while not loop.done:
+        sampler.set_epoch(loop.epoch, start=loop.pos * per_rank)
         net.train()
-        t0, seen = time.time(), 0
-        bar = progress(loader, total=steps_per_epoch, initial=pos, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}")
-        for batch in bar:
-            monitor.update(len(batch.get("index", [])), batch["bad"])
-            if "image" not in batch:  # a whole batch unreadable: counted above, nothing to learn from
-                pos += 1
-                continue
+        for batch in loop.epoch_batches(loader):
             loss, _ = train_step(net, batch, opt, cfg, device)
-            step, pos, seen = step + 1, pos + 1, seen + len(batch["index"])
-            guard.update(loss, step)
-            if step % cfg.train.log_every == 0 or pos == steps_per_epoch:
-                guard.check()
-                loss_v = dist.all_reduce_mean(loss).item()
-                rate = seen * world / max(time.time() - t0, 1e-9)
-                logger.log(step, {"train/loss": loss_v, "train/epoch": epoch + pos / steps_per_epoch,
-                                  "train/lr": opt.param_groups[0]["lr"], "perf/clips_per_sec": rate})
-                bar.set_postfix(loss=f"{loss_v:.3f}", refresh=False)
-            if cfg.train.ckpt_every_steps and step % cfg.train.ckpt_every_steps == 0 and pos < steps_per_epoch:
-                guard.check()
-                ctx.save(step, snapshot())
-        bar.close()
-        guard.check()
-        epoch, pos = epoch + 1, 0
-        logger.log(step, monitor.summary())
-        if sel_loader is not None and (epoch % cfg.eval.every == 0 or epoch == cfg.optim.epochs):
-            m = evaluate(model, ogl, sel_loader, device, cfg.eval.alpha, cfg.loss.tau, cfg.train.amp,
-                         max_bad_fraction=cfg.data.max_bad_fraction, desc=f"select ({sel})",
-                         upsample=(cfg.eval.selection_upsample, cfg.eval.selection_upsample == "bilinear"))
-            logger.log(step, {f"val/{k}_{n}": m[k][n] for k in VARIANTS for n in ("ciou_ap50", "auc")})
-            log.info("epoch %d %s", epoch, format_row(f"select:{sel}", m))
-            if m[cfg.eval.selection_metric]["ciou_ap50"] > best:
-                best = m[cfg.eval.selection_metric]["ciou_ap50"]
-                if dist.is_main():
-                    ctx.ckpt.save_best({"model": model.state_dict(), "epoch": epoch, "step": step,
-                                        "selection": sel, "ciou_ap50": best})
-        elif sel == "last" and epoch == cfg.optim.epochs and dist.is_main():
-            ctx.ckpt.save_best({"model": model.state_dict(), "epoch": epoch, "step": step, "selection": "last"})
-        ctx.save(step, snapshot())
+            loop.end_step(loss, {"train/lr": opt.param_groups[0]["lr"]})
+            if sel_loader is not None and loop.itstime(every_epochs=cfg.eval.every):
+                with loop.paused():
+                    select(loop, model, ogl, sel_loader, sel, device)
+            elif sel == "last" and loop.done and dist.is_main():
+                ctx.ckpt.save_best({"model": model.state_dict(), "epoch": loop.epoch, "step": loop.step,
+                                    "selection": "last"})
+            loop.checkpoint_if_due()
+    loop.finish()
 
-    results = final_eval(ctx, model, ogl, step) if dist.is_main() else {}
+    results = final_eval(ctx, model, ogl, loop.step) if dist.is_main() else {}
     ctx.close()
     dist.barrier()
     return results
+
+
+def select(loop: Loop, model, ogl, sel_loader, sel: str, device) -> None:
+    """Model selection after an epoch: a new best.pt when the selection AP50 is at least the best so far
+    (``>=`` as the official code: on a tie the later epoch wins)."""
+    cfg = loop.cfg
+    m = evaluate(model, ogl, sel_loader, device, cfg.eval.alpha, cfg.loss.tau, cfg.train.amp,
+                 max_bad_fraction=cfg.data.max_bad_fraction, desc=f"select ({sel})",
+                 upsample=(cfg.eval.selection_upsample, cfg.eval.selection_upsample == "bilinear"))
+    loop.log({f"val/{k}_{n}": m[k][n] for k in VARIANTS for n in ("ciou_ap50", "auc")})
+    log.info("epoch %d %s", loop.epoch, format_row(f"select:{sel}", m))
+    score = m[cfg.eval.selection_metric]["ciou_ap50"]
+    if score >= loop.vars["best"]:
+        loop.vars["best"] = score
+        loop.ctx.ckpt.save_best({"model": model.state_dict(), "epoch": loop.epoch, "step": loop.step,
+                                 "selection": sel, "ciou_ap50": score})
 
 
 def final_eval(ctx: RunContext, model, ogl, step: int) -> dict:
