@@ -15,6 +15,7 @@ real data readers:
     <root>/metadata/<prefix>_train.txt   "id,class" lines
     <root>/metadata/<prefix>_test.csv    "id,class" lines
     <root>/metadata/<prefix>_test.json   VGG-SS style: [{"file", "class", "bbox": [[x0, y0, x1, y1]]}] normalised
+    <root>/metadata/<prefix>_duet_test.csv  "frame id,class of source 1" lines
     <root>/metadata/<prefix>_duet.json   MUSIC-duet style: [{"file", "class_src1", "bbox_src1": [x, y, w, h],
                                           "class_src2", "bbox_src2"}] normalised xywh
     <root>/metadata/<prefix>_eval_ss.csv VGG-Music style separation pairs: source_1,source_2,class_1,class_2,sep_type
@@ -196,6 +197,7 @@ def make_tuxpaint_av(root: str | Path, n_train: int = 600, n_test: int = 80, n_d
         duet.append({"file": f"{vid}_00000", "class_src1": stamps[a].name, "bbox_src1": xywh[0],
                      "class_src2": stamps[b].name, "bbox_src2": xywh[1]})
     (root / "metadata" / f"{prefix}_duet.json").write_text(json.dumps(duet))
+    (root / "metadata" / f"{prefix}_duet_test.csv").write_text("".join(f"{d['file']},{d['class_src1']}\n" for d in duet))
 
     # separation pairs over test clips of different classes (Easy: an instrument with an animal, Hard: same family)
     instruments = {"cello", "violin", "bassoon", "drumkit", "cymbal"}
