@@ -200,7 +200,13 @@ class Loop:
         self.clock.start()
         self._rate_t0, self._rate_step = time.perf_counter(), self.step
         start_epoch = self.epoch
-        for batch in loader:
+        # A DataLoader draws its workers' base seed from the global torch RNG when its iterator is made:
+        # keep that draw out of the global stream, or a run resumed mid-epoch (one extra iterator) would
+        # see different dropout/noise draws than the uninterrupted run.
+        rng = torch.get_rng_state()
+        batches = iter(loader)
+        torch.set_rng_state(rng)
+        for batch in batches:
             if isinstance(batch, dict) and "bad" in batch:
                 good = len(batch.get("index", ())) if batch.get("index") is not None else 0
                 self.bad.update(good, batch["bad"])
