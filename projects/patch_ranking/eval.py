@@ -26,11 +26,17 @@ from projects.patch_ranking.rankings import Rankings, image_id
 log = logging.getLogger(__name__)
 
 
-@torch.no_grad()
-def accuracy(model: PrunedCLIP, items, ds, cfg, device, rankings: Rankings | None = None, desc: str = "eval") -> float:
+def batches(model: PrunedCLIP, items, cfg, device):
+    """The test batches: a loader, or (``eval.preload``) a list decoded once and reused by every row."""
     dl = loader(items, test_transform(model.image_size), int(cfg.eval.batch_size), cfg, device)
+    return list(progress(dl, desc="decode test images")) if cfg.eval.preload else dl
+
+
+@torch.no_grad()
+def accuracy(model: PrunedCLIP, data, items, ds, cfg, device, rankings: Rankings | None = None,
+             desc: str = "eval") -> float:
     correct = total = 0
-    for batch in progress(dl, desc=desc):
+    for batch in progress(data, desc=desc):
         x = batch["image"].to(device, non_blocking=True)
         order = None
         if rankings is not None:
@@ -69,7 +75,7 @@ def evaluate(model: PrunedCLIP, ds, cfg, device, test_rankings: Rankings | None,
         ids = set(test_rankings.images)
         golden_items = [d for d in ds.test if image_id(d.impath, ds.root) in ids]
     saved_method, saved_stages = model.method, list(model.stages)
-    rows = []
+    rows, data = [], {}
     for r in ratios:
         for name in methods:
             method = name.split("+")[0]
@@ -82,7 +88,9 @@ def evaluate(model: PrunedCLIP, ds, cfg, device, test_rankings: Rankings | None,
                 continue
             model.set_method(method, None if r is None or method == "none" else r)
             items, rk = (golden_items, test_rankings) if method == "golden" else (ds.test, None)
-            acc = accuracy(model, items, ds, cfg, device, rk, desc=f"{name} keep {r}")
+            if id(items) not in data:
+                data[id(items)] = batches(model, items, cfg, device)
+            acc = accuracy(model, data[id(items)], items, ds, cfg, device, rk, desc=f"{name} keep {r}")
             row = {"method": name, "keep_ratio": r, "kept_tokens": model.stages[0][1] if method != "none" else model.n,
                    "top1": acc, "images": len(items), **cost(model, x_speed, cfg, device, bool(e.speed))}
             log.info("%s", row)

@@ -1,0 +1,38 @@
+import json
+
+import pytest
+
+from projects.patch_ranking.train import build_model, main
+from shared.config import load_config
+from tests.patch_ranking.conftest import tiny_cfg
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("name", ["demo", "oxford_pets"])
+def test_build_model_from_config(name):
+    cfg = load_config(f"projects/patch_ranking/configs/{name}.yaml", ["clip.pretrained=null"])
+    model = build_model(cfg)
+    assert model.method == cfg.prune.method and model.predictor is not None
+    assert model.stages[0][0] == cfg.prune.stages[0][0]
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(240)
+def test_pipeline_end_to_end(synth_root, tmp_path):
+    cfg = tiny_cfg(synth_root, tmp_path)
+    res = main(cfg)
+    saved = json.loads((tmp_path / "patch_ranking" / "demo" / "results.json").read_text())
+    assert saved["dataset"] == "Synth"
+    assert res["golden"]["train_images"] == 40 and res["golden"]["test_images"] == 20
+    rows = {(r["method"], r["keep_ratio"]): r for r in res["eval"]}
+    for m in ("golden", "predictor", "random", "evit", "tome", "predictor+tokens"):
+        assert (m, 0.6) in rows and rows[(m, 0.6)]["kept_tokens"] == 10
+    assert rows[("none", 1.0)]["kept_tokens"] == 16
+    # pruning costs less, the predictor is counted on top of the pruned tower
+    assert rows[("random", 0.6)]["gflops"] < rows[("none", 1.0)]["gflops"]
+    assert rows[("predictor", 0.6)]["gflops"] > rows[("random", 0.6)]["gflops"]
+    # the predictor learned the golden ranking better than chance (6 of 16 patches: 37.5 %)
+    assert res["predictor"]["train_overlap"] > 37.5 + 5
+    # a second call resumes from what is on disk
+    again = main(tiny_cfg(synth_root, tmp_path))
+    assert again["predictor"]["train_overlap"] == res["predictor"]["train_overlap"]
