@@ -1,100 +1,154 @@
-"""Training-step throughput of each framework at full length and under sequence compression,
-measured in one run on the device present, with FLOPs per image, achieved TFLOP/s, and the
-speed-up beside the FLOP ratio.
+"""Training-step throughput of each framework at full length and under the compression settings the
+configs run (token dropout on the online branch, the momentum branch / teacher full length; patch
+scaling, which applies to both) and, beside them, the same keep ratios on both branches. Measured in
+one process on the device present with shared/benchmark.py (warm-up, CUDA synchronisation, median of
+repeats): images/s, FLOPs per image counted by torch's FlopCounterMode, achieved TFLOP/s, % of the
+bf16 peak, and the speed-up beside the FLOP ratio.
 
     python -m projects.accel_ssl.bench [--arch vit_base] [--batch 256] [--methods mocov3,simclr,dino] [--compile]
+        [--check-graph-breaks] [--out bench.json]
+
+The batch is per device: the largest of --batch, --batch/2, ... whose full-length step fits in memory
+(DINO's 12-crop step needs a smaller one than MoCo v3's 2 views). The token-dropout noise is drawn on
+the device before the (compiled) step and the sin-cos tables are cached there, so the compiled loss
+has no graph break (``--check-graph-breaks`` counts them with torch._dynamo.explain).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import torch
 
+from shared.amp import autocast
+from shared.benchmark import count_flops, peak_tflops, time_fn
 from shared.config import load_config
 from projects.accel_ssl.compression import Setting
-from projects.accel_ssl.frameworks import build_framework
+from projects.accel_ssl.train import build_model
+
 
 def settings(base_patch: int) -> dict[str, Setting]:
-    """Full length, keep 0.5 / 0.25 (both branches), twice the patch (32 for ViT-B/16), and both."""
+    """Full length; what the configs run (online keep 0.5 / 0.25, target full; twice the patch); and the
+    both-branches twins of the keep settings."""
     p2 = 2 * base_patch
-    return {"full": Setting(), "keep0.5": Setting(keep_online=(0.5,), keep_target=(0.5,)),
-            "keep0.25": Setting(keep_online=(0.25,), keep_target=(0.25,)), f"patch{p2}": Setting(patch=p2),
-            f"patch{p2}+keep0.5": Setting(patch=p2, keep_online=(0.5,), keep_target=(0.5,))}
+    return {"full": Setting(),
+            "keep0.5 online": Setting(keep_online=(0.5,)), "keep0.25 online": Setting(keep_online=(0.25,)),
+            f"patch{p2}": Setting(patch=p2), f"patch{p2}+keep0.5 online": Setting(patch=p2, keep_online=(0.5,)),
+            "keep0.5 both": Setting(keep_online=(0.5,), keep_target=(0.5,)),
+            "keep0.25 both": Setting(keep_online=(0.25,), keep_target=(0.25,))}
 
 
-def bench_method(method: str, config: str, overrides: list[str], batch: int, steps: int, use_compile: bool,
-                 device) -> dict:
-    cfg = load_config(config, overrides)
-    img = cfg.data.img_size
-    torch.manual_seed(0)
-    model = build_framework(cfg).to(device)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    n_views = 2 + (cfg.data.n_local_crops if method == "dino" else 0)
-    sizes = [img] * 2 + [cfg.data.local_size] * (n_views - 2)
-    views = [torch.randn(batch, cfg.model.in_chans, s, s, device=device) for s in sizes]
-    loss_fn = torch.compile(model.loss, dynamic=False) if use_compile else model.loss
-    out = {}
+class Bench:
+    """One framework's training step (forward, backward, AdamW, momentum update) on fixed random views."""
+
+    def __init__(self, cfg, batch: int, device, use_compile: bool):
+        torch.manual_seed(0)
+        self.cfg, self.device, self.batch = cfg, device, batch
+        self.model = build_model(cfg).to(device)
+        self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=1e-4)
+        n_local = cfg.data.n_local_crops if cfg.method.name == "dino" else 0
+        self.sizes = [cfg.data.img_size] * 2 + [cfg.data.local_size] * n_local
+        self.views = [torch.randn(batch, cfg.model.in_chans, s, s, device=device) for s in self.sizes]
+        self.gens = [torch.Generator(device).manual_seed(i) for i in range(len(self.views) + 2)]
+        self.model.precompute([2 * cfg.model.patch_size], device)
+        self.loss_fn = torch.compile(self.model.loss, dynamic=False) if use_compile else self.model.loss
+
+    def fits(self, s: Setting) -> bool:
+        return not any(v % (s.patch or self.cfg.model.patch_size) for v in self.sizes)
+
+    def step(self, s: Setting) -> None:
+        noise = self.model.draw_noise(self.views, s, self.gens)
+        with autocast(self.device, self.cfg.train.amp):
+            loss, _ = self.loss_fn(self.views, s, noise, teacher_temp=0.04)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.model.update_target(0.99)
+
+    def graph_breaks(self, s: Setting) -> int:
+        import torch._dynamo
+
+        torch._dynamo.reset()
+        noise = self.model.draw_noise(self.views, s, self.gens)
+        with autocast(self.device, self.cfg.train.amp):
+            return torch._dynamo.explain(self.model.loss)(self.views, s, noise, teacher_temp=0.04).graph_break_count
+
+
+def fit_batch(cfg, start: int, device, use_compile: bool) -> Bench:
+    """The largest batch start, start/2, ... whose full-length step runs on this device."""
+    batch = start
+    while True:
+        try:
+            b = Bench(cfg, batch, device, use_compile)
+            b.step(Setting())
+            return b
+        except torch.OutOfMemoryError:
+            if batch == 1:
+                raise
+            del b
+            torch.cuda.empty_cache()
+            batch //= 2
+
+
+def bench_method(cfg, batch: int, steps: int, use_compile: bool, device, check_breaks: bool = False) -> dict:
+    b = fit_batch(cfg, batch, device, use_compile)
+    peak = peak_tflops(device)
+    out = {"batch": b.batch}
     for name, s in settings(cfg.model.patch_size).items():
-        if any(v % (s.patch or cfg.model.patch_size) for v in sizes):
+        if not b.fits(s):
             continue
-
-        def step():
-            gens = [torch.Generator().manual_seed(i) for i in range(n_views + 2)]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                loss, _ = loss_fn(views, s, gens, teacher_temp=0.04)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            model.update_target(0.99)
-
-        for _ in range(3):
-            step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        for _ in range(steps):
-            step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        secs = (time.perf_counter() - t) / steps
-        flops = model.step_flops(sizes, s)
-        out[name] = {"img_s": batch / secs, "gflops_per_img": flops / 1e9, "tflops_s": flops * batch / secs / 1e12}
+        flops = count_flops(lambda: b.step(s))
+        t = time_fn(lambda: b.step(s), device, warmup=3, repeats=steps)
+        row = {"img_s": t.items_per_s(b.batch), "step_s": t.median, "spread": t.spread,
+               "gflops_per_img": flops / b.batch / 1e9, "trunk_gflops_per_img": b.model.step_flops(b.sizes, s) / 1e9,
+               "tflops_s": t.tflops(flops), "pct_bf16_peak": t.percent_of_peak(flops, peak)}
+        if check_breaks:
+            row["graph_breaks"] = b.graph_breaks(s)
+        out[name] = row
     full = out["full"]
-    for r in out.values():
-        r["speedup"] = r["img_s"] / full["img_s"]
-        r["flop_ratio"] = full["gflops_per_img"] / r["gflops_per_img"]
+    for name, r in out.items():
+        if name != "batch":
+            r["speedup"] = r["img_s"] / full["img_s"]
+            r["flop_ratio"] = full["gflops_per_img"] / r["gflops_per_img"]
     return out
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", default=None, help="default: vit_base at 224 px on CUDA; the demo's ViT at 32 px on CPU")
-    p.add_argument("--batch", type=int, default=None)
-    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--batch", type=int, default=None, help="per device, the largest tried (default 256 CUDA / 64 CPU)")
+    p.add_argument("--steps", type=int, default=None, help="timed repeats (default 10 CUDA / 3 CPU)")
     p.add_argument("--img-size", type=int, default=None, help="default: the config's (224 / 32)")
     p.add_argument("--methods", default="mocov3,simclr,dino", help="comma-separated")
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--check-graph-breaks", action="store_true", help="count torch.compile graph breaks per setting")
     p.add_argument("--out", default=None)
+    p.add_argument("overrides", nargs="*", help="config overrides (key=value)")
     a = p.parse_args(argv)
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = True
     arch = a.arch or ("vit_base" if cuda else "vit_demo")
-    batch, steps = a.batch or (256 if cuda else 64), a.steps or (20 if cuda else 3)
-    res = {"device": torch.cuda.get_device_name() if cuda else "cpu", "arch": arch, "batch": batch,
-           "compile": a.compile, "results": {}}
+    batch, steps = a.batch or (256 if cuda else 64), a.steps or (10 if cuda else 3)
+    res = {"device": torch.cuda.get_device_name() if cuda else "cpu", "arch": arch, "compile": a.compile,
+           "peak_bf16_tflops": peak_tflops(device), "results": {}}
     for m in a.methods.split(","):
         config = (f"projects/accel_ssl/configs/{m}_vitb16_in1k.yaml" if cuda else
                   f"projects/accel_ssl/configs/demo_{m}.yaml")
-        over = [f"model.arch={arch}"] + ([f"model.img_size={a.img_size}", f"data.img_size={a.img_size}"] if a.img_size else [])
-        res["results"][m] = r = bench_method(m, config, over, batch, steps, a.compile, device)
+        over = [f"model.arch={arch}", "run.device=" + device.type, *a.overrides] + (
+            [f"model.img_size={a.img_size}", f"data.img_size={a.img_size}"] if a.img_size else [])
+        res["results"][m] = r = bench_method(load_config(config, over), batch, steps, a.compile, device,
+                                             a.check_graph_breaks)
         for name, v in r.items():
-            print(f"[{res['device']}] {m:7s} {arch} {name:16s} {v['img_s']:9.1f} img/s  {v['gflops_per_img']:8.2f} GFLOP/img"
-                  f"  {v['tflops_s']:7.2f} TFLOP/s  speed-up {v['speedup']:.2f}x (FLOP ratio {v['flop_ratio']:.2f}x)")
+            if name == "batch":
+                continue
+            pct = f"{v['pct_bf16_peak']:5.1f} % of bf16 peak" if v["pct_bf16_peak"] is not None else "peak n/a (CPU)"
+            gb = f"  graph breaks {v['graph_breaks']}" if "graph_breaks" in v else ""
+            print(f"[{res['device']}] {m:7s} {arch} b={r['batch']:<4d} {name:24s} {v['img_s']:9.1f} img/s  "
+                  f"{v['gflops_per_img']:8.2f} GFLOP/img  {v['tflops_s']:7.2f} TFLOP/s  {pct}  "
+                  f"speed-up {v['speedup']:.2f}x (FLOP ratio {v['flop_ratio']:.2f}x, spread {100 * v['spread']:.0f} %){gb}")
     if a.out:
         Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
     return res

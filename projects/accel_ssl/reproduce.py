@@ -3,6 +3,10 @@ acceleration schedule (for twice the epochs), both evaluated by weighted k-NN on
 in training steps, against the same network at random init and k-NN on raw pixels.
 
     python -m projects.accel_ssl.reproduce [--methods mocov3,simclr,dino] [--seeds 0,1] [key=value ...]
+    # the two runs of a pair in parallel processes (both see the same machine load), then the table:
+    python -m projects.accel_ssl.reproduce --methods mocov3 --only full &
+    python -m projects.accel_ssl.reproduce --methods mocov3 --only accel; wait
+    python -m projects.accel_ssl.reproduce --methods mocov3 --collect
     python -m projects.accel_ssl.reproduce --config projects/accel_ssl/configs/mocov3_vitb16_in1k.yaml \
         --accel-config projects/accel_ssl/configs/mocov3_vitb16_in1k_accel.yaml data.root=$IMAGENET
 
@@ -78,10 +82,29 @@ def speedups(full_curve, accel_curve, full_final: float, offsets=TARGET_OFFSETS)
     return rows
 
 
-def run_pair(full_cfg, accel_cfg) -> dict:
-    full, accel = train_main(full_cfg), train_main(accel_cfg)
+def _results(cfg, allow_partial: bool = False) -> dict:
+    """A finished run's results.json; with ``allow_partial``, a run stopped early is read from its last
+    periodic evaluation (its curve up to there is the same as a finished run's: the schedule is fixed)."""
+    path = run_dir_of(cfg) / "results.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    evals = [m for m in read_metrics(run_dir_of(cfg)) if "eval/knn_top1" in m and "budget/train_time_s" in m] \
+        if allow_partial and run_dir_of(cfg).is_dir() else []
+    if not evals:
+        raise FileNotFoundError(f"--collect: {path} does not exist (train that run first, e.g. with --only)")
+    last = evals[-1]
+    return {"knn_top1": last["eval/knn_top1"], "train_time_s": last["budget/train_time_s"],
+            "train_tflops": last["budget/tflops"], "steps": last["step"], "partial": True}
+
+
+def run_pair(full_cfg, accel_cfg, train: bool = True) -> dict:
+    """Both runs (or, with ``train=False``, their finished run folders), their curves and the speed-ups."""
+    full, accel = ((train_main(full_cfg), train_main(accel_cfg)) if train else
+                   (_results(full_cfg), _results(accel_cfg, allow_partial=True)))
     init = random_init_knn(full_cfg)  # both runs start from this network (same seed)
     fc, ac = curve(full_cfg, full, init), curve(accel_cfg, accel, init)
+    if accel.get("partial"):
+        ac = ac[:-1]  # its last evaluation is already on the curve
     return {"random_init_knn": init, "full": full, "accel": accel, "full_curve": fc, "accel_curve": ac,
             "targets": speedups(fc, ac, full["knn_top1"]), "knn_gap": accel["knn_top1"] - full["knn_top1"]}
 
@@ -110,9 +133,11 @@ def table(rows: dict, raw_knn: float | None) -> str:
             cells.append(f"{fmt_x(_median(st))} ({fmt_x(_median(sf))})" + (f"; seeds {per_seed}" if per_seed else "")
                          + ("" if reached == len(rs) else f"; reached {reached}/{len(rs)}"))
         raw_cell = f"{100 * raw_knn:.2f}" if raw_knn is not None else "-"
+        partial = [r["accel"]["steps"] for r in rs if r["accel"].get("partial")]
+        note = f" (stopped at step {'/'.join(map(str, partial))}: last evaluation)" if partial else ""
         out.append(f"| {m} | {len(rs)} | {k([r['random_init_knn'] for r in rs])} | {raw_cell} | "
                    f"{k(rng('knn_top1', 'full'))}, {_median(rng('train_time_s', 'full')):.0f} s | "
-                   f"{k(rng('knn_top1', 'accel'))}, {_median(rng('train_time_s', 'accel')):.0f} s | "
+                   f"{k(rng('knn_top1', 'accel'))}, {_median(rng('train_time_s', 'accel')):.0f} s{note} | "
                    + " | ".join(cells) + " |")
     return "\n".join(out)
 
@@ -187,6 +212,9 @@ def main(argv=None) -> dict:
     p.add_argument("--merge", nargs="+", default=None, metavar="DEMO_RESULTS_JSON",
                    help="train nothing: merge the rows of earlier demo_results.json files (methods or seeds run in "
                         "separate processes) into one table and figure")
+    p.add_argument("--only", choices=("full", "accel"), default=None,
+                   help="train only this run of each pair (to run the two in parallel processes); then --collect")
+    p.add_argument("--collect", action="store_true", help="train nothing: read the finished runs' folders")
     p.add_argument("overrides", nargs="*")
     a = p.parse_args(argv)
     if a.merge:
@@ -202,7 +230,10 @@ def main(argv=None) -> dict:
             accel = (load_config(a.accel_config, [*so, f"run.name={load_config(a.accel_config, so).run.name}{sfx}"])
                      if a.accel_config else load_config(a.config, [*so, f"compression.schedule={a.schedule}",
                                                                     f"run.name={full.run.name}_accel"]))
-            rows.setdefault(full.method.name, {})[seed] = run_pair(full, accel)
+            if a.only:
+                train_main(full if a.only == "full" else accel)
+                continue
+            rows.setdefault(full.method.name, {})[seed] = run_pair(full, accel, train=not a.collect)
             continue
         for m in a.methods.split(","):
             if m not in ("mocov3", "simclr", "dino"):
@@ -214,7 +245,12 @@ def main(argv=None) -> dict:
                 raise ValueError(f"--accel-epochs {a.accel_epochs} gives {epochs} epochs: choose a whole number")
             accel = load_config(path, [*so, f"run.name=demo_{m}_accel{sfx}", f"compression.schedule={a.schedule}",
                                        f"optim.epochs={int(epochs)}"])
-            rows.setdefault(m, {})[seed] = run_pair(full, accel)
+            if a.only:
+                train_main(full if a.only == "full" else accel)
+                continue
+            rows.setdefault(m, {})[seed] = run_pair(full, accel, train=not a.collect)
+    if a.only:
+        return {}
     if full.data.dataset == "fashion_mnist":
         raw = raw_pixel_knn(full)
     md = table(rows, raw)

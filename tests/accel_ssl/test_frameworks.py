@@ -67,13 +67,46 @@ def test_grad_error_zero_bias_at_full_length(fmnist_root, tmp_path):
     model = build_framework(cfg)
     ds = pretrain_set(cfg)
     batches = [collate_skipping_bad([ds[(i, i)] for i in range(r * 8, r * 8 + 8)])["views"] for r in range(3)]
-    rows = grad_error.measure(model, batches, [Setting(), Setting(keep_online=(0.25,)), Setting(patch=16)],
-                              sizes=[32, 32])
-    assert rows[0]["bias2"] == 0.0 and rows[0]["cost_time"] == 1.0 and rows[0]["var"] > 0
-    assert rows[1]["bias2"] > 0 and rows[2]["bias2"] > 0
+    settings = [Setting(), Setting(keep_online=(0.25,)), Setting(patch=16)]
+    rows = grad_error.measure(model, batches, settings, sizes=[32, 32])
+    assert rows[0]["bias2"] == 0.0 and rows[0]["cost"] == 1.0 and rows[0]["var"] > 0
+    for r in rows[1:]:  # the plug-in ||mean d||^2 minus tr(S_d) / R (R = 3 here: the estimate may be negative)
+        assert r["var_diff"] > 0 and r["bias2"] == pytest.approx(r["bias2_plugin"] - r["var_diff"] / 3)
     assert rows[2]["cost_flops"] < rows[1]["cost_flops"] < 1.0
     for r in rows:
-        assert r["ca_mse"] == pytest.approx(r["bias2"] + r["cost_time"] * r["var"])
+        assert r["ca_mse"] == pytest.approx(r["bias2"] + r["cost_flops"] * r["var"])
+    # micro-batches: a batch of 8 as the mean of 2 x 4 (each with its own BN statistics and negatives)
+    micro = grad_error.measure(model, batches, settings[:2], sizes=[32, 32], micro=4, cost="time")
+    assert micro[0]["cost_time"] == 1.0 and micro[1]["cost"] == micro[1]["cost_time"] > 0
+    assert micro[0]["var"] != pytest.approx(rows[0]["var"])
+
+
+def test_grad_error_estimator_is_unbiased_on_a_known_case():
+    """g_r = mu + e_r, g_{s,r} = mu + beta + a e_r + n_r with e ~ N(0, diag(sig^2)), n ~ N(0, tau^2 I):
+    bias^2 = ||beta||^2, variance = tr Var(g_s) = a^2 sum sig^2 + P tau^2."""
+    gen = torch.Generator().manual_seed(0)
+    P, R, trials = 6, 4, 2500
+    mu, beta = torch.randn(P, generator=gen, dtype=torch.float64), 0.3 * torch.randn(P, generator=gen, dtype=torch.float64)
+    sig, a, tau = torch.rand(P, generator=gen, dtype=torch.float64) + 0.5, 0.8, 0.4
+    true_bias2, true_var = float(beta.square().sum()), float(a * a * sig.square().sum() + P * tau * tau)
+    est, plugin, naive_var = [], [], []
+    for _ in range(trials):
+        e = torch.randn(R, P, generator=gen, dtype=torch.float64) * sig
+        ref = mu + e
+        comp = mu + beta + a * e + tau * torch.randn(R, P, generator=gen, dtype=torch.float64)
+        st = grad_error.unbiased_stats(ref, comp)
+        est.append((st["bias2"], st["var"]))
+        plugin.append(st["bias2_plugin"])
+        naive_var.append(float((comp - comp.mean(0)).square().sum(1).mean()))  # divides by R
+    b2 = sum(x for x, _ in est) / trials
+    var = sum(v for _, v in est) / trials
+    se_b2 = torch.tensor([x for x, _ in est]).std().item() / trials ** 0.5
+    se_var = torch.tensor([v for _, v in est]).std().item() / trials ** 0.5
+    assert abs(b2 - true_bias2) < 4 * se_b2 and abs(var - true_var) < 4 * se_var
+    # the uncorrected estimators are off by tr(Var d) / R and a factor (R - 1) / R
+    true_var_d = float((a - 1) ** 2 * sig.square().sum() + P * tau * tau)
+    assert sum(plugin) / trials == pytest.approx(true_bias2 + true_var_d / R, rel=0.08)
+    assert sum(naive_var) / trials == pytest.approx(true_var * (R - 1) / R, rel=0.08)
 
 
 def test_grad_error_cli_and_schedule_search(fmnist_root, tmp_path):
@@ -84,6 +117,9 @@ def test_grad_error_cli_and_schedule_search(fmnist_root, tmp_path):
             "method.out_dim=16", "data.num_workers=0"]
     res = grad_error.main(args + ["--settings", "[{keep_online: 0.5}, {patch: x2}]"])
     assert [r["name"] for r in res["rows"]] == ["pbase_keep1_t1", "pbase_keep0.5_t1", "p8_keep1_t1"]
+    assert res["cost"] == "flops" and res["batch_size"] == 8
+    with pytest.raises(ValueError, match="does not divide"):
+        grad_error.main(args + ["--settings", "[{patch: 12}]"])
     assert (tmp_path / "accel_ssl" / "demo_mocov3" / "grad_error" / "init.png").exists()
     # two measured points: the least CA-MSE wins each interval; identical neighbours merge
     t0 = {"step": 0, "rows": [{"setting": {"patch": 8}, "ca_mse": 1.0}, {"setting": {"patch": None}, "ca_mse": 2.0}]}
