@@ -26,9 +26,10 @@ def extract(encoder, ds, device, batch_size: int, workers: int, desc: str):
     return torch.cat(feats), torch.cat(labels)
 
 
-def evaluate_encoder(encoder, cfg, device, linear_probe: bool | None = None) -> dict:
+def evaluate_encoder(encoder, cfg, device, linear_probe: bool | None = None, train_size=None, test_size=None) -> dict:
+    """k-NN (and the linear probe if asked) on ``train_size`` / ``test_size`` images (default: eval.knn_*_size)."""
     e = cfg.eval
-    train, test = eval_sets(cfg, e.knn_train_size, e.knn_test_size)
+    train, test = eval_sets(cfg, train_size or e.knn_train_size, test_size or e.knn_test_size)
     ftr, ytr = extract(encoder, train, device, e.batch_size, cfg.data.num_workers, "features (train)")
     fte, yte = extract(encoder, test, device, e.batch_size, cfg.data.num_workers, "features (test)")
     c = num_classes(cfg)

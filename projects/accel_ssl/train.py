@@ -149,8 +149,9 @@ def main(cfg) -> dict:
     loss_fn = torch.compile(net) if cfg.train.compile else net
     freeze_last = cfg.method.freeze_last_layer_epochs * steps_per_epoch if isinstance(model, DINO) else 0
 
-    def evaluate(linear_probe: bool | None = False) -> dict:
-        out = evaluate_encoder(model.encoder(), cfg, device, linear_probe=linear_probe) if dist.is_main() else {}
+    def evaluate(linear_probe: bool | None = False, periodic: bool = False) -> dict:
+        sizes = (cfg.eval.every_knn_train_size, cfg.eval.every_knn_test_size) if periodic else (None, None)
+        out = evaluate_encoder(model.encoder(), cfg, device, linear_probe, *sizes) if dist.is_main() else {}
         dist.barrier()
         return out
 
@@ -186,7 +187,7 @@ def main(cfg) -> dict:
                                     if world > 1 else {})})
             if cfg.eval.every_steps and not loop.done and loop.itstime(every_steps=cfg.eval.every_steps, last=False):
                 with loop.paused():  # evaluation is not training time
-                    knn = evaluate().get("knn_top1")
+                    knn = evaluate(periodic=True).get("knn_top1")
                     if knn is not None:
                         loop.log({"eval/knn_top1": knn, "budget/train_time_s": loop.clock.read(),
                                   "budget/tflops": loop.vars["flops"] / 1e12, "train/progress": loop.step / total})
