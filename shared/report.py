@@ -295,8 +295,8 @@ def readme_blocks(readme: str | os.PathLike) -> list[str]:
 # --------------------------------------------------------------------------------------- RESULTS.md
 def projects(root: str | os.PathLike = REPO) -> list[str]:
     d = Path(root) / "projects"
-    return sorted(p.name for p in d.iterdir() if p.is_dir() and (p / "__init__.py").is_file()
-                  and not p.name.startswith(("_", ".")))
+    return sorted(p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))
+                  and (any(p.glob("*.py")) or (p / "README.md").is_file()))
 
 
 def _title(project: str, root: Path) -> str:
