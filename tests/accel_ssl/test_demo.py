@@ -70,3 +70,8 @@ def test_demo_end_to_end_learns_and_reports(fmnist_root, tmp_path):
     merged = reproduce.main(["--merge", str(tmp_path / "accel_ssl" / "demo_results_simclr_s0.json"), "--figure", "",
                              f"run.root={tmp_path}"])
     assert merged["rows"]["simclr"][0]["targets"] == r["targets"]
+    # a run stopped early (no results.json) is read up to its last periodic evaluation
+    (tmp_path / "accel_ssl" / "demo_simclr_accel" / "results.json").unlink()
+    partial = reproduce.main(["--methods", "simclr", "--collect", "--figure", "", *over])["rows"]["simclr"][0]
+    assert partial["accel"]["partial"] and partial["accel"]["steps"] == 12
+    assert partial["accel_curve"] == r["accel_curve"][:-1] and partial["full_curve"] == r["full_curve"]
