@@ -4,6 +4,20 @@ A project's root config (the one without ``base:``) declares every valid key wit
 Configs that inherit from it, and ``key.sub=value`` overrides, may only set keys that exist;
 an unknown key is an error naming the closest valid ones. An empty mapping (``{}``) in the
 root marks a free-form section whose keys are not checked.
+
+Every value is checked against the type of the root's default when the config is loaded (before
+any run folder exists): a bool is not an int, an int key takes only ints, a float key takes ints
+too (read as floats), a str key takes strings, a list takes a list (its items checked against a
+non-empty default's items), a section takes a mapping. A ``null`` default accepts anything, and
+``null`` is accepted where the default is a string (an optional path or name). The error names
+the key, the value, the expected type and where the value came from.
+
+The ``run:`` and ``train:`` defaults every project shares live once in ``shared/configs/base.yaml``;
+a root config takes such a section with ``inherit: shared`` inside it and adds or changes keys:
+
+    run:
+      inherit: shared     # shared/configs/base.yaml's run: section
+      project: ezvsl
 """
 from __future__ import annotations
 
@@ -19,6 +33,9 @@ import yaml
 
 class ConfigError(ValueError):
     pass
+
+
+SHARED_DEFAULTS = Path(__file__).parent / "configs" / "base.yaml"
 
 
 class _Loader(yaml.SafeLoader):
@@ -111,6 +128,100 @@ def _strict_merge(base: dict, update: dict, where: str = "", source: str = "", f
     return out
 
 
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "str"
+    if isinstance(value, (list, tuple)):
+        return "list"
+    if isinstance(value, dict):
+        return "section"
+    return type(value).__name__
+
+
+_EXPECTED = {"bool": "a bool (true/false)", "int": "an int", "float": "a number", "str": "a string",
+             "list": "a list", "section": "a section (a mapping of keys)"}
+
+
+def _typed(value: Any, default: Any, key: str, source: str, free: frozenset) -> Any:
+    """``value`` checked against the root default's type (an int for a float key becomes a float)."""
+    want = _kind(default)
+    if want == "null" or key in free:
+        return value
+    got = _kind(value)
+
+    def fail(extra: str = ""):
+        hint = " (quote it for a string)" if want == "str" and got in ("int", "float", "bool") else ""
+        raise ConfigError(f"config key '{key}' = {value!r}{' (in ' + source + ')' if source else ''}: expected "
+                          f"{_EXPECTED.get(want, want)} like its default {default!r}, got {got}{extra}{hint}")
+
+    if want == "section":
+        if got == "null":
+            return {}
+        if got != "section":
+            fail()
+        return {k: _typed(v, default[k], f"{key}.{k}", source, free) if k in default else v
+                for k, v in value.items()}
+    if got == want:
+        kinds = {_kind(d) for d in default} if want == "list" else set()
+        if kinds and (kinds <= {"int", "float"} or len(kinds) == 1):  # items of one type: check each
+            item = next((d for d in default if _kind(d) == "float"), default[0])
+            return [_typed(v, item, f"{key}[{i}]", source, free) for i, v in enumerate(value)]
+        return value
+    if want == "float" and got == "int":
+        return float(value)
+    if want == "str" and got == "null":
+        return value
+    fail()
+
+
+def _check_types(tree: dict, root: dict, source: str, free: frozenset, where: str = "") -> dict:
+    """``tree`` (a config file's mapping or the overrides) with every key the root declares type-checked."""
+    return {k: _typed(v, root[k], f"{where}{k}", source, free) if k in root else v for k, v in tree.items()}
+
+
+def _load_shared_defaults() -> dict:
+    data = _read_yaml(SHARED_DEFAULTS)
+    if "base" in data:
+        raise ConfigError(f"{SHARED_DEFAULTS} is a root: it has no base:")
+    return data
+
+
+def _inherit_shared(data: dict, path: Path) -> dict:
+    """Expand ``inherit: shared`` in a root config's sections: the shared section's keys, then the
+    project's (which change a default or add a key; a key close to a shared one's name is a typo)."""
+    out = {}
+    for section, value in data.items():
+        if not (isinstance(value, dict) and "inherit" in value):
+            out[section] = value
+            continue
+        value = dict(value)
+        source = value.pop("inherit")
+        if source != "shared":
+            raise ConfigError(f"{path}: '{section}.inherit: {source}': the only source is 'shared' "
+                              f"({SHARED_DEFAULTS})")
+        shared = _load_shared_defaults()
+        if not isinstance(shared.get(section), dict):
+            raise ConfigError(f"{path}: '{section}.inherit: shared', but {SHARED_DEFAULTS} has no "
+                              f"{section}: section (it has {', '.join(sorted(shared))})")
+        base = shared[section]
+        for k in value:
+            close = difflib.get_close_matches(k, list(base), n=1, cutoff=0.8)
+            if k not in base and close:
+                raise ConfigError(f"{path}: '{section}.{k}' is not a shared {section}: key; did you mean "
+                                  f"'{close[0]}'? (shared keys: {', '.join(sorted(base))})")
+        value = _check_types(value, base, f"{path}, against {SHARED_DEFAULTS}", frozenset(), f"{section}.")
+        out[section] = {**copy.deepcopy(base), **value}
+    return out
+
+
 def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -121,17 +232,19 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
-def _load_chain(path: Path, seen: tuple = ()) -> tuple[dict, frozenset]:
-    """The merged config and the free-form paths of its root."""
+def _load_chain(path: Path, seen: tuple = ()) -> tuple[dict, frozenset, dict]:
+    """The merged config, the free-form paths of its root, and the root (whose values give the types)."""
     path = path.resolve()
     if path in seen:
         raise ConfigError(f"circular 'base:' chain: {' -> '.join(map(str, seen + (path,)))}")
     data = _read_yaml(path)
     base = data.pop("base", None)
     if base is None:
-        return data, frozenset(_free_paths(data))
-    parent, free = _load_chain((path.parent / base), seen + (path,))
-    return _strict_merge(parent, data, source=str(path), free=free), free
+        data = _inherit_shared(data, path)
+        return data, frozenset(_free_paths(data)), data
+    parent, free, root = _load_chain((path.parent / base), seen + (path,))
+    _strict_merge(parent, data, source=str(path), free=free)  # unknown keys first, then types
+    return _strict_merge(parent, _check_types(data, root, str(path), free), source=str(path), free=free), free, root
 
 
 def parse_overrides(overrides: Iterable[str]) -> dict:
@@ -155,8 +268,10 @@ def parse_overrides(overrides: Iterable[str]) -> dict:
 def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> Config:
     """Load ``path`` (following ``base:``), apply overrides, and record the experiment name."""
     path = Path(path)
-    data, free = _load_chain(path)
-    data = _strict_merge(data, parse_overrides(overrides), source="command line", free=free)
+    data, free, root = _load_chain(path)
+    tree = parse_overrides(overrides)
+    _strict_merge(data, tree, source="command line", free=free)  # unknown keys first, then types
+    data = _strict_merge(data, _check_types(tree, root, "command line", free), source="command line", free=free)
     cfg = Config(data)
     if "run" in cfg and isinstance(cfg.run, dict) and "name" in cfg.run and not cfg.run.name:
         cfg.run.name = path.stem
@@ -169,14 +284,30 @@ def save_config(cfg: Config, path: str | os.PathLike) -> None:
     atomic_write_text(path, cfg.dump())
 
 
-def config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two config trees."""
-    keys = set(a) | set(b)
+_ABSENT = object()
+
+
+def config_changes(old: dict, new: dict, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """``(dotted key, old value, new value)`` for every leaf that differs; a key only one side has gets
+    ``MISSING`` on the other."""
     out = []
-    for k in sorted(keys):
-        va, vb = a.get(k), b.get(k)
+    for k in sorted(set(old) | set(new), key=str):
+        va, vb = old.get(k, _ABSENT), new.get(k, _ABSENT)
         if isinstance(va, dict) and isinstance(vb, dict):
-            out += config_diff(va, vb, f"{prefix}{k}.")
+            out += config_changes(va, vb, f"{prefix}{k}.")
         elif va != vb:
-            out.append(f"{prefix}{k}: {va!r} -> {vb!r}")
+            out.append((f"{prefix}{k}", MISSING if va is _ABSENT else va, MISSING if vb is _ABSENT else vb))
     return out
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "(absent)"
+
+
+MISSING = _Missing()
+
+
+def config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config trees, as ``key: old -> new`` lines."""
+    return [f"{k}: {va!r} -> {vb!r}" for k, va, vb in config_changes(a, b, prefix)]

@@ -8,13 +8,21 @@ Each project's ``python -m projects.<name>.train`` is this same CLI with ``--ent
 On SLURM one task runs per GPU; the job is Checkpointable: on preemption or timeout submitit
 requeues it and the fresh process resumes from the run's last checkpoint (state lives on disk,
 never in the pickled callable).
+
+A ``--cluster local`` job is stopped with ``kill <job id>`` (the id is its controller's pid) or
+``job.cancel()``: the training process ends with its controller, whichever signal ended that.
 """
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import importlib
 import os
+import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
 import submitit
@@ -31,6 +39,8 @@ class Job(submitit.helpers.Checkpointable):
         self.overrides = list(overrides)
 
     def __call__(self):
+        if os.environ.get("SUBMITIT_EXECUTOR") == "local":
+            end_with_local_controller()
         try:
             tasks = submitit.JobEnvironment().num_tasks
         except RuntimeError:  # not inside a submitit job (plain python or torchrun)
@@ -39,6 +49,32 @@ class Job(submitit.helpers.Checkpointable):
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
         cfg = load_config(self.config, self.overrides)
         return importlib.import_module(self.entry).main(cfg)
+
+
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)  # unwinds: finally blocks run, the run folder's lock is released at exit
+
+
+def end_with_local_controller() -> None:
+    """Make this task of a submitit local job end when its job is killed. submitit's controller forwards
+    SIGTERM (``kill <job id>``) to the task, whose submitit handler ignores it (on SLURM, SIGTERM comes
+    before a preemption and the job must checkpoint instead); and a controller killed with SIGKILL would
+    leave the task training on, orphaned, into the same run folder. Here SIGTERM exits, and the task
+    gets SIGTERM when its parent (the controller) dies."""
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        if libc.prctl(1, int(signal.SIGTERM), 0, 0, 0) != 0:  # PR_SET_PDEATHSIG
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    except (OSError, AttributeError):  # not Linux: watch for being re-parented instead
+        def watch():
+            while os.getppid() == parent:
+                time.sleep(1.0)
+            os.kill(os.getpid(), signal.SIGTERM)
+        threading.Thread(target=watch, name="end-with-controller", daemon=True).start()
+    if os.getppid() != parent or parent == 1:  # the controller died before the hook was in place
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def add_cluster_args(p: argparse.ArgumentParser, cpus_per_task: int = 10, mem_gb: int = 0, time_min: float = 24 * 60,
@@ -106,7 +142,9 @@ def submit(args: argparse.Namespace) -> submitit.Job:
     folder = Path(args.log_dir) if args.log_dir else run_dir / "submitit"
     executor = make_executor(args, folder, f"{cfg.run.project}-{cfg.run.name}")
     job = executor.submit(Job(args.entry, os.path.abspath(args.config), args.overrides))
-    print(f"submitted job {job.job_id} ({args.cluster}); logs in {folder}/{job.job_id}", flush=True)
+    stop = f"kill {job.job_id}" if args.cluster == "local" else f"scancel {job.job_id}" if args.cluster == "slurm" else ""
+    print(f"submitted job {job.job_id} ({args.cluster}); logs in {folder}/{job.job_id}"
+          + (f"; stop it with: {stop}" if stop else ""), flush=True)
     return job
 
 

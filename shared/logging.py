@@ -26,11 +26,37 @@ def setup_python_logging(run_dir: str | os.PathLike | None = None) -> None:
                         handlers=handlers, force=True)
 
 
+log = logging.getLogger(__name__)
+
+
+def _parse_lines(path: Path) -> tuple[list[dict], list[str], list[int]]:
+    """The records of a JSON-lines file, their raw lines, and the (1-based) numbers of lines that do not
+    parse (a kill mid-write tears the last line; a torn line followed by more came from an older run)."""
+    records, raw, bad = [], [], []
+    for i, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            bad.append(i)
+            continue
+        if not isinstance(rec, dict):
+            bad.append(i)
+            continue
+        records.append(rec)
+        raw.append(line)
+    return records, raw, bad
+
+
 class MetricLogger:
     """Writes scalars to TensorBoard and ``metrics.jsonl`` on rank 0; a no-op elsewhere.
 
-    ``purge_step`` (the resumed step) drops events a killed run wrote after its last checkpoint,
-    in both TensorBoard and the JSON lines file, so a resumed run's logs read as one run.
+    ``purge_step`` (the step a run continues from) drops what a killed run logged after its last
+    checkpoint, in both TensorBoard and the JSON lines file, so a resumed run's logs read as one run:
+    lines of steps after ``purge_step`` go (those at it were written before its checkpoint), and 0 (a
+    run starting from scratch) drops every line. ``None`` appends to what is there. Lines a kill tore
+    are dropped with a warning on opening.
     """
 
     def __init__(self, run_dir: str | os.PathLike, purge_step: int | None = None, tensorboard: bool = True):
@@ -41,21 +67,38 @@ class MetricLogger:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.jsonl = self.run_dir / "metrics.jsonl"
-        if purge_step is not None and self.jsonl.exists():
-            kept = [line for line in self.jsonl.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= purge_step]
-            self.jsonl.write_text("".join(line + "\n" for line in kept))
+        if self.jsonl.exists():
+            from shared.checkpoint import atomic_write_text
+
+            records, raw, bad = _parse_lines(self.jsonl)
+            if bad:
+                log.warning("%s: dropped %d line(s) that do not parse (line %s), written by a process killed "
+                            "mid-write", self.jsonl, len(bad), ", ".join(map(str, bad[:5])))
+            if purge_step is not None:
+                keep = [r.get("step", 0) <= purge_step if purge_step > 0 else False for r in records]
+                if not all(keep):
+                    log.info("%s: dropped %d line(s) logged after step %d by a run that did not checkpoint them",
+                             self.jsonl, keep.count(False), purge_step)
+                raw = [line for line, k in zip(raw, keep) if k]
+            if bad or purge_step is not None:
+                atomic_write_text(self.jsonl, "".join(line + "\n" for line in raw))
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=purge_step)
+            # TensorBoard hides events at steps >= its purge_step: keep those logged at the resumed step
+            tb_purge = None if purge_step is None else (purge_step + 1 if purge_step > 0 else 0)
+            self.writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=tb_purge)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         if not self.enabled:
             return
         clean = {k: (float(v) if hasattr(v, "__float__") else v) for k, v in metrics.items()}
-        with open(self.jsonl, "a") as f:
-            f.write(json.dumps({"step": step, "time": time.time(), **clean}) + "\n")
+        line = (json.dumps({"step": step, "time": time.time(), **clean}) + "\n").encode()
+        fd = os.open(self.jsonl, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            os.write(fd, line)  # one write: a kill leaves at most this line torn
+        finally:
+            os.close(fd)
         if self.writer is not None:
             for k, v in clean.items():
                 if isinstance(v, float) and math.isfinite(v):
@@ -73,10 +116,16 @@ class MetricLogger:
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
+    """The records of ``<run>/metrics.jsonl``. A line that does not parse (torn by a kill, or the last line
+    while the run writes it) is skipped, with a warning naming it."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records, _, bad = _parse_lines(path)
+    if bad:
+        log.warning("%s: skipped line(s) %s, which are not JSON (torn by a kill, or being written)", path,
+                    ", ".join(map(str, bad[:5])))
+    return records
 
 
 def progress(iterable: Iterable | None = None, total: int | None = None, desc: str = "", initial: int = 0, **kw):
