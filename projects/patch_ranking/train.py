@@ -290,7 +290,7 @@ def main(cfg) -> dict:
     ds = build_dataset(cfg)
     model = build_model(cfg, ds.classnames, device)
     results = {"config": cfg.run.name, "dataset": ds.name, "arch": model.bundle_name, "weights": model.bundle_source,
-               "stages": model.stages, "classes": ds.num_classes,
+               "stages": model.stages, "num_patches": model.n, "classes": ds.num_classes,
                "paper": cfg.paper.to_dict() if hasattr(cfg.paper, "to_dict") else dict(cfg.paper)}
     rankings = {}
     if "rank" in phases:

@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from projects.patch_ranking.reproduce import evidence, table
 from projects.patch_ranking.train import build_model, main
 from shared.config import load_config
 from tests.patch_ranking.conftest import tiny_cfg
@@ -33,6 +34,9 @@ def test_pipeline_end_to_end(synth_root, tmp_path):
     assert rows[("predictor", 0.6)]["gflops"] > rows[("random", 0.6)]["gflops"]
     # the predictor learned the golden ranking better than chance (6 of 16 patches: 37.5 %)
     assert res["predictor"]["train_overlap"] > 37.5 + 5
+    text = table(res)
+    assert "predictor (ours)" in text and "EViT" in text and "ToMe" in text
+    assert len(evidence(res, 0.6)) == 3
     # a second call resumes from what is on disk
     again = main(tiny_cfg(synth_root, tmp_path))
     assert again["predictor"]["train_overlap"] == res["predictor"]["train_overlap"]
