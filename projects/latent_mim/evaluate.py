@@ -72,6 +72,8 @@ def evaluate_encoder(encoder, cfg, device, what: tuple[str, ...] | None = None) 
     e = cfg.eval
     what = what or tuple(k for k, on in (("nn_val", e.nn_val), ("knn", e.knn), ("linear", e.linear_probe)) if on)
     out = {}
+    if not what:
+        return out
     val = dataset(cfg, "val", train_aug=False, size=e.val_size, seed_offset=1)
     fv, yv = extract(encoder, val, device, e.batch_size, cfg.data.num_workers, e.feature, cfg.train.amp, "features (val)")
     out["n_val"] = len(yv)
