@@ -2,30 +2,25 @@
 
 for RN50 and ViT-B/16 at 100 classes (Caltech101-size), batch 32, one full CoOp training step
 (image tower forward without grad, the 100 prompts through the text tower forward and backward,
-GCE, SGD on the context vectors), in fp32 and in bf16 autocast (and, on CUDA, with the official
-fp16 weights); steps/s, images/s, and the share of the step spent in the text tower.
+GCE, SGD on the context vectors), in fp32 and, on CUDA, in bf16 autocast and with the official fp16
+weights; steps/s, images/s, TFLOP/s (and % of bf16 peak on a known GPU), and the share of the step
+spent in the text tower. Timing: shared.benchmark (warm-up, CUDA synchronisation, median of repeats).
 
     python -m projects.ptnl.bench [--archs RN50 ViT-B-16] [--classes 100] [--batch 32] [--steps N] [--out bench.json]
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import time
 from pathlib import Path
 
 import torch
 
+from shared.amp import autocast
+from shared.benchmark import count_flops, peak_tflops, time_fn
 from shared.clip.models import load_clip
 from projects.ptnl.losses import gce_loss
 from projects.ptnl.model import CoOpCLIP
-
-
-def _autocast(device: torch.device, bf16: bool):
-    if not bf16:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def bench_arch(arch: str, device: torch.device, classes: int, batch: int, steps: int, warmup: int,
@@ -38,39 +33,29 @@ def bench_arch(arch: str, device: torch.device, classes: int, batch: int, steps:
     opt = torch.optim.SGD([model.prompt_learner.ctx], lr=0.002, momentum=0.9, weight_decay=5e-4)
     x = torch.randn(batch, 3, bundle.image_size, bundle.image_size, device=device)
     y = torch.randint(0, classes, (batch,), device=device)
-    bf16 = variant == "bf16_autocast"
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    amp = "bf16" if variant == "bf16_autocast" else "none"
 
     def step():
-        with _autocast(device, bf16):
-            logits = model(x)
-        loss = gce_loss(logits.float(), y, 0.7)
+        with autocast(device, amp):
+            logits = model(x)  # fp32 logits
+        loss = gce_loss(logits, y, 0.7)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
     def text_only():
-        with _autocast(device, bf16):
+        with autocast(device, amp):
             feats = model.text_features()
         feats.float().sum().backward()
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    for _ in range(warmup):
-        step()
-    sync()
-    t = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync()
-    step_s = (time.perf_counter() - t) / steps
-    t = time.perf_counter()
-    for _ in range(max(1, steps // 2)):
-        text_only()
-    sync()
-    text_s = (time.perf_counter() - t) / max(1, steps // 2)
-    out = {"arch": arch, "variant": variant, "steps_per_s": 1 / step_s, "images_per_s": batch / step_s,
-           "step_s": step_s, "text_tower_share": min(1.0, text_s / step_s)}
+    t = time_fn(step, device, warmup=warmup, repeats=steps)
+    text = time_fn(text_only, device, warmup=1, repeats=max(1, steps // 2))
+    flops = count_flops(step)
+    out = {"arch": arch, "variant": variant, "steps_per_s": 1 / t.median, "images_per_s": t.items_per_s(batch),
+           "step_s": t.median, "spread": t.spread, "text_tower_share": min(1.0, text.median / t.median),
+           "tflops": t.tflops(flops), "percent_of_bf16_peak": t.percent_of_peak(flops, peak_tflops(device))}
     if device.type == "cuda":
         out["max_mem_gb"] = torch.cuda.max_memory_allocated() / 2 ** 30
     return out
@@ -89,7 +74,8 @@ def main(argv=None) -> dict:
     cuda = device.type == "cuda"
     steps = a.steps or (20 if cuda else 1)
     warmup = a.warmup if a.warmup is not None else (3 if cuda else 1)
-    variants = ["fp32", "bf16_autocast"] + (["fp16_weights"] if cuda else [])
+    # shared.amp runs every setting in fp32 on the CPU, so the precision variants exist on CUDA only
+    variants = ["fp32", "bf16_autocast", "fp16_weights"] if cuda else ["fp32"]
     res = {"device": torch.cuda.get_device_name() if cuda else f"cpu ({torch.get_num_threads()} threads)",
            "torch": torch.__version__, "classes": a.classes, "batch": a.batch, "steps": steps, "results": []}
     print(f"[{res['device']}] CoOp training step, {a.classes} classes, batch {a.batch}, random weights", flush=True)
@@ -100,8 +86,10 @@ def main(argv=None) -> dict:
             base = base or r["steps_per_s"]
             r["speedup_vs_fp32"] = r["steps_per_s"] / base
             res["results"].append(r)
+            peak = r["percent_of_bf16_peak"]
             print(f"  {arch:9s} {v:14s} {r['steps_per_s']:8.3f} steps/s {r['images_per_s']:9.1f} images/s  "
-                  f"x{r['speedup_vs_fp32']:.2f} vs fp32  text tower {100 * r['text_tower_share']:.0f}% of the step"
+                  f"x{r['speedup_vs_fp32']:.2f} vs fp32  text tower {100 * r['text_tower_share']:.0f}% of the step  "
+                  f"{r['tflops']:.3f} TFLOP/s" + (f" ({peak:.1f}% of bf16 peak)" if peak is not None else "")
                   + (f"  {r['max_mem_gb']:.1f} GB" if "max_mem_gb" in r else ""), flush=True)
     if a.out:
         Path(a.out).write_text(json.dumps(res, indent=2) + "\n")

@@ -15,30 +15,29 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.metrics import f1_score
+from torch.utils.data import DataLoader
 
+from shared.amp import autocast
 from shared.clip.datasets import ImageListDataset, labels_of
-from shared.clip.zeroshot import autocast, encode_images, logit_scale, text_classifier, zero_shot_logits
+from shared.clip.zeroshot import encode_images, logit_scale, text_classifier, zero_shot_logits
 from shared.logging import progress
 from shared.metrics.logreg_probe import fit_logreg_probe
-from torch.utils.data import DataLoader
 
 log = logging.getLogger(__name__)
 
 
 def classification_metrics(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:
-    """Top-1 accuracy, macro-F1 and mean per-class accuracy (Dassl's evaluator), in %."""
+    """Top-1 accuracy, macro-F1 and mean per-class accuracy, in %, as Dassl's Classification
+    evaluator: macro-F1 is scikit-learn's ``f1_score(average="macro", labels=np.unique(y_true))``, so a
+    class that is predicted but absent from the truth does not enter the average (its wrong
+    predictions still lower the other classes' recall)."""
     pred = logits.argmax(-1).cpu().numpy()
     y = labels.cpu().numpy()
-    acc = float((pred == y).mean())
-    per_class, f1s = [], []
-    for c in range(num_classes):
-        tp = np.sum((pred == c) & (y == c))
-        n_true, n_pred = np.sum(y == c), np.sum(pred == c)
-        if n_true:
-            per_class.append(tp / n_true)
-        if n_true or n_pred:
-            f1s.append(2 * tp / (n_true + n_pred))
-    return {"accuracy": 100 * acc, "macro_f1": 100 * float(np.mean(f1s)),
+    present = np.unique(y)
+    per_class = [float(np.mean(pred[y == c] == c)) for c in present]
+    f1 = f1_score(y, pred, average="macro", labels=present, zero_division=0)
+    return {"accuracy": 100 * float((pred == y).mean()), "macro_f1": 100 * float(f1),
             "mean_per_class_accuracy": 100 * float(np.mean(per_class)), "n": int(len(y))}
 
 

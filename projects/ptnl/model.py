@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from shared.clip.models import encode_text_embeddings, freeze, text_dtype
 from shared.clip.templates import clean_classname
+from shared.clip.zeroshot import fp32_logits
 
 
 class PromptLearner(nn.Module):
@@ -105,7 +106,8 @@ class CoOpCLIP(nn.Module):
         return self.clip.logit_scale.detach().float().exp()
 
     def forward(self, images: torch.Tensor, text_features: torch.Tensor | None = None) -> torch.Tensor:
+        """The towers run in the caller's autocast; the logits are computed in fp32 outside it."""
         img = self.image_features(images)
         txt = self.text_features() if text_features is None else text_features
-        return self.logit_scale() * img @ txt.t()
+        return fp32_logits(img, txt, self.logit_scale())
 

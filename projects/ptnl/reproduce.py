@@ -8,10 +8,10 @@
    holds a model trained with the current recipe: the Patch Ranking demo shares it);
 3. runs the demo grid (``configs/sweeps/demo.yaml``) here, one run after another: zero-shot CLIP;
    CoOp prompt tuning with CE and with GCE at noise 0/25/50 % (official sampler, 16 shots) and the
-   linear probe on the same noisy shots, seeds 1-3; UPL and robust UPL on zero-shot pseudo-labels;
+   linear probe on the same noisy shots, seeds 1-4 (the official scripts' seeds); UPL and robust UPL on zero-shot pseudo-labels;
 4. prints the tables and writes them to ``runs/ptnl/sweeps/demo/results_table.md``.
 
-A real-data grid: ``python -m projects.ptnl.sweep --grid projects/ptnl/configs/sweeps/noise_rn50.yaml ...``.
+A real-data grid: ``python -m shared.sweep --grid projects/ptnl/configs/sweeps/noise_rn50.yaml ...``.
 """
 from __future__ import annotations
 
@@ -22,10 +22,11 @@ from pathlib import Path
 
 from shared.checkpoint import atomic_write_text
 from shared.config import load_config
-from projects.ptnl import sweep
+from shared import sweep
 
 DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
 DEMO_GRID = Path(__file__).parent / "configs" / "sweeps" / "demo.yaml"
+FIGURES = Path(__file__).parent / "figures"
 
 
 def prepare_demo(cfg, n_train: int, n_val: int, n_test: int, clip_recipe: dict | None = None) -> dict:
@@ -83,6 +84,39 @@ def tables(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def _label(r: dict) -> str:
+    if r["method"] == "linear_probe":
+        return "linear probe (LogReg C=1e3)"
+    loss = r["loss"]
+    return "CoOp, " + ("GCE " + loss.split(" ", 1)[1] if loss.startswith("gce") else loss.upper())
+
+
+def headline_figure(rows: list[dict], out_png: Path, tb_dir: Path | None = None):
+    """The paper's Figure 1 at demo scale: test accuracy against the noise rate, one line per method
+    (seed mean), zero-shot CLIP as a reference line. Saved as a PNG and, with ``tb_dir``, to TensorBoard."""
+    from shared.report import figure_to_tensorboard, plot_xy
+
+    lines: dict[str, tuple[list, list]] = {}
+    for r in sorted((r for r in rows if isinstance(r["noise_rate"], (int, float))), key=lambda r: r["noise_rate"]):
+        xs, ys = lines.setdefault(_label(r), ([], []))
+        xs.append(100 * r["noise_rate"])
+        ys.append(r["mean"])
+    zs = [r["mean"] for r in rows if r["method"] == "zeroshot"]
+    fig = plot_xy(lines, out_png, xlabel="wrong labels among the 16 shots per class (%)", ylabel="test accuracy (%)",
+                  title="PTNL demo: accuracy vs label noise (Fashion-MNIST, demo CLIP)",
+                  hlines={f"zero-shot CLIP {zs[0]:.1f}": zs[0]} if zs else None)
+    if tb_dir is not None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        with SummaryWriter(str(tb_dir)) as w:
+            figure_to_tensorboard(w, "demo/accuracy_vs_noise", fig, 0)
+    else:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    return out_png
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--grid", default=str(DEMO_GRID))
@@ -93,6 +127,10 @@ def main(argv=None) -> dict:
     p.add_argument("--pretrain-steps", type=int, default=None,
                    help="demo CLIP pre-training steps (default: shared.clip.demo_clip.RECIPE; another value "
                         "retrains the cache)")
+    p.add_argument("--shard", default=None, metavar="I/N",
+                   help="run only every N-th job from the I-th (several processes at once), then stop; a last "
+                        "call without --shard skips the finished runs and writes the tables")
+    p.add_argument("--figures-dir", default=str(FIGURES), help="where the headline figure's PNG goes")
     p.add_argument("overrides", nargs="*", help="key=value for every run (e.g. optim.epochs=5)")
     a = p.parse_args(argv)
     t0 = time.time()
@@ -105,9 +143,17 @@ def main(argv=None) -> dict:
     info = prepare_demo(cfg, a.n_train, a.n_val, a.n_test, {'steps': a.pretrain_steps} if a.pretrain_steps else None)
     jobs = sweep.expand(grid, None, a.overrides)
     t1 = time.time()
+    if a.shard:
+        i0, n = (int(x) for x in a.shard.split("/"))
+        if not 0 <= i0 < n:
+            raise ValueError(f"--shard I/N needs 0 <= I < N, got {a.shard}")
+        for j in jobs[i0::n]:
+            print(f"[shard {a.shard}] {j['name']}", flush=True)
+            sweep.Job(j["entry"], j["config"], j["overrides"])()
+        return {"shard": a.shard, "jobs": len(jobs[i0::n])}
     for i, j in enumerate(jobs):
         print(f"[{i + 1}/{len(jobs)}] {j['name']}", flush=True)
-        sweep.Job(sweep.ENTRY, j["config"], j["overrides"])()
+        sweep.Job(j["entry"], j["config"], j["overrides"])()
     rows = sweep.gather(jobs)
     out_dir = Path(cfg.run.root) / cfg.run.project / "sweeps" / grid["name"]
     sweep.write_tables(rows, out_dir)
@@ -115,11 +161,12 @@ def main(argv=None) -> dict:
     wall = time.time() - t0
     md += (f"\n\nWall time {wall / 60:.1f} min on this machine (runs {(time.time() - t1) / 60:.1f} min, "
            f"{len(jobs)} runs; CLIP pre-training included if it ran: {'pretrain_s' in info}).")
+    figure = headline_figure(rows, Path(a.figures_dir) / f"{grid['name']}_accuracy_vs_noise.png", out_dir / "tb")
     atomic_write_text(out_dir / "results_table.md", md + "\n")
     atomic_write_text(out_dir / "demo_info.json", json.dumps({"wall_s": wall, **info}, indent=2) + "\n")
     print("\n" + md + f"\n\nwritten to {out_dir}/results_table.md "
           f"(per-run folders in {Path(cfg.run.root) / cfg.run.project})")
-    return {"rows": rows, "table": md, "wall_s": wall}
+    return {"rows": rows, "table": md, "wall_s": wall, "figure": figure}
 
 
 if __name__ == "__main__":

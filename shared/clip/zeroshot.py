@@ -2,20 +2,13 @@
 a list of templates is averaged as in CLIP's prompt ensembling)."""
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from shared.amp import autocast
 from shared.clip.templates import clean_classname
 from shared.logging import progress
-
-
-def autocast(device: torch.device, amp: str | None):
-    if amp in (None, "none", "fp32") or device.type != "cuda":
-        return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
 @torch.no_grad()
@@ -57,9 +50,17 @@ def logit_scale(model) -> float:
     return float(model.logit_scale.detach().float().exp())
 
 
+def fp32_logits(image_features: torch.Tensor, text_features: torch.Tensor, scale) -> torch.Tensor:
+    """CLIP's logits ``scale * img @ txt.T`` in fp32, outside any autocast region the caller is in
+    (the features are L2-normalised; a bf16 product would round the cosines to 3 digits)."""
+    with torch.autocast(image_features.device.type, enabled=False):
+        scale = scale.float() if torch.is_tensor(scale) else scale
+        return scale * image_features.float() @ text_features.float().t().to(image_features.device)
+
+
 def zero_shot_logits(image_features: torch.Tensor, classifier: torch.Tensor, scale: float) -> torch.Tensor:
-    """``scale`` * cosine similarity; features must be L2-normalised."""
-    return scale * image_features.float() @ classifier.float().t().to(image_features.device)
+    """``scale`` * cosine similarity in fp32; features must be L2-normalised."""
+    return fp32_logits(image_features, classifier, scale)
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:

@@ -103,3 +103,19 @@ def test_prompt_longer_than_context_is_an_error():
     b = load_clip("tiny-clip-vit", None)
     with pytest.raises(ValueError, match="context length"):
         PromptLearner(b.model, b.tokenizer, ["word " * 70])
+
+
+def test_logits_are_fp32_outside_the_callers_autocast(bundle):
+    """The towers may run in bf16 autocast; the logits scale * img @ txt.T are computed in fp32
+    (a bf16 product would round them, changing arg-maxes between train/test and zero-shot)."""
+    torch.manual_seed(1)
+    model = CoOpCLIP(bundle.model, bundle.tokenizer, NAMES, n_ctx=4).eval()
+    x = torch.randn(5, 3, bundle.image_size, bundle.image_size)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        img, txt = model.image_features(x), model.text_features()
+        logits = model(x, txt)
+        in_bf16 = model.logit_scale() * img @ txt.t()      # what the product gives inside autocast
+    assert logits.dtype == torch.float32 and in_bf16.dtype == torch.bfloat16
+    ref = model.logit_scale().float() * img.float() @ txt.float().t()
+    assert torch.equal(logits, ref)
+    assert not torch.equal(logits, in_bf16.float())

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from shared.config import load_config
-from projects.ptnl import sweep
+from shared import sweep
 from projects.ptnl.train import lr_at_epoch, main
 from tests.ptnl.conftest import tiny_cfg
 
@@ -69,13 +69,13 @@ def test_missing_dataset_is_a_clear_error(tmp_path):
 
 
 def test_sweep_runs_a_grid_and_gathers_one_table(synth_root, tmp_path, monkeypatch):
-    grid = {"name": "t", "datasets": ["demo"], "grids": [
+    grid = {"name": "t", "project": "ptnl", "datasets": ["demo"], "grids": [
         {"fixed": {"method": "coop"}, "axes": {"fewshot.noise_rate": [0.0, 0.5], "run.seed": [1, 2]}}]}
     gfile = tmp_path / "g.yaml"
     gfile.write_text(json.dumps(grid))
     overrides = [f"data.root={synth_root}", "data.dataset=Synth", "data.dataset_dir=synth", "data.image_dir=images",
                  "data.split_file=split_zhou_Synth.json", f"run.root={tmp_path}", "clip.arch=tiny-clip-vit",
-                 "clip.pretrained=null", "fewshot.shots=4", "optim.epochs=1", "optim.batch_size=8"]
+                 "clip.pretrained=null", "fewshot.shots=4", "optim.epochs=1", "optim.batch_size=8", "optim.warmup_epochs=0"]
     jobs = sweep.main(["--grid", str(gfile), "--dry-run", *overrides])
     assert [j["name"] for j in jobs] == [f"Synth_coop_random{r}_ce_tiny-clip-vit_seed{s}"
                                         for r in (0, 0.5) for s in (1, 2)]
@@ -85,12 +85,12 @@ def test_sweep_runs_a_grid_and_gathers_one_table(synth_root, tmp_path, monkeypat
     assert all("ensemble" in r and 0 <= r["mean"] <= 100 for r in rows)
     assert rows[1]["train_noise"] == pytest.approx(0.5, abs=0.15)
     table = (tmp_path / "ptnl" / "sweeps" / "t" / "results.md").read_text()
-    assert "| Synth | coop | tiny-clip-vit | random | 50% | ce | 2 |" in table
+    assert "| Synth | coop | tiny-clip-vit | random | 0.5 | ce | 2 |" in table  # ptnl's sweep_settings columns
 
 
 def test_sweep_submits_through_submitit(synth_root, tmp_path):
     gfile = tmp_path / "g.yaml"
-    gfile.write_text(json.dumps({"name": "dbg", "datasets": ["demo"],
+    gfile.write_text(json.dumps({"name": "dbg", "project": "ptnl", "datasets": ["demo"],
                                  "grids": [{"fixed": {"method": "zeroshot"}, "axes": {"run.seed": [1]}}]}))
     overrides = [f"data.root={synth_root}", "data.dataset=Synth", "data.dataset_dir=synth", "data.image_dir=images",
                  "data.split_file=split_zhou_Synth.json", f"run.root={tmp_path}", "clip.arch=tiny-clip-vit",
@@ -101,3 +101,47 @@ def test_sweep_submits_through_submitit(synth_root, tmp_path):
     assert list((tmp_path / "ptnl" / "sweeps" / "dbg" / "submitit").iterdir())
     with pytest.raises(ValueError, match="not in this grid"):
         sweep.main(["--grid", str(gfile), "--datasets", "dtd", "--dry-run", *overrides])
+
+
+@pytest.mark.parametrize("override, match", [
+    ("fewshot.noise_rate=1.5", r"in \[0, 1\)"),
+    ("fewshot.noise_rate=1.0", r"in \[0, 1\)"),
+    ("fewshot.noise_rate=-0.25", r"in \[0, 1\)"),
+    ("fewshot.noise_rate=0.3", "whole number"),
+    ("fewshot.noise_type=symmetric", "noise_type"),
+    ("fewshot.shots=0", "shots"),
+    ("method=finetune", "method must be"),
+    ("loss.name=mae", "loss.name"),
+    ("prompt.class_token_position=start", "class_token_position"),
+])
+def test_bad_settings_stop_before_the_run_folder_is_made(synth_root, tmp_path, override, match):
+    with pytest.raises(ValueError, match=match):
+        main(tiny_cfg(synth_root, tmp_path, "run.name=bad", override))
+    assert not (tmp_path / "ptnl" / "bad").exists()
+
+
+def test_more_shots_than_a_class_holds_is_an_error_unless_asked(synth_root, tmp_path):
+    """The synthetic classes have 12 train images: a clean pool of 6. 7 shots used to train on fewer
+    distinct shots while results.json said 7."""
+    with pytest.raises(ValueError, match=r"fewshot.shots=7.*at most 6"):
+        main(tiny_cfg(synth_root, tmp_path, "run.name=toomany", "fewshot.shots=7"))
+    assert not (tmp_path / "ptnl" / "toomany").exists()
+    res = main(tiny_cfg(synth_root, tmp_path, "run.name=official", "fewshot.shots=7", "fewshot.allow_fewer_shots=true",
+                        "optim.epochs=1", "eval.save_logits=false"))
+    assert res["noise"]["shots"] == 7 and res["train_set"]["per_class_max"] <= 6   # what the official code does
+
+
+def test_build_model_from_a_config_alone():
+    """build_model(cfg): the CoOp model of a config without its data (placeholder class names for a
+    CoOp dataset; the demo's own names), on a random-init CLIP when clip.pretrained is null."""
+    cfg = load_config("projects/ptnl/configs/dtd.yaml", ["clip.pretrained=null", "clip.arch=tiny-clip-vit",
+                                                         "prompt.n_ctx=4"])
+    from projects.ptnl.train import build_model
+
+    model = build_model(cfg)
+    assert model.prompt_learner.n_cls == 47 and model.prompt_learner.ctx.shape[0] == 4
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == ["prompt_learner.ctx"]
+    x = torch.randn(2, 3, 32, 32)
+    assert model(x).shape == (2, 47) and model(x).dtype == torch.float32
+    demo = build_model(load_config("projects/ptnl/configs/demo.yaml", ["clip.pretrained=null"]))
+    assert demo.prompt_learner.n_cls == 10
