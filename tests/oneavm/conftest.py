@@ -19,4 +19,4 @@ def tiny_cfg(root, run_root, *extra):
         "data.audio.n_samples=4095", "data.audio.n_fft=254", "data.audio.hop=64", "data.audio.n_freq_out=32",
         "model.image_weights=null", "model.dim=32", "model.unet_levels=4", "model.unet_ngf=8",
         "model.sep_channels=8", "optim.batch_size=4", "optim.epochs=1", "train.log_every=1",
-        "train.ckpt_every_steps=1", "eval.n_visualizations=2", "eval.batch_size=6", *extra])
+        "train.ckpt_every_steps=0", "train.ckpt_every_epochs=0", "eval.n_visualizations=2", "eval.batch_size=6", *extra])

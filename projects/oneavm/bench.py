@@ -1,0 +1,100 @@
+"""OneAVM speed, measured in one run on the device present (shared/benchmark.py timing):
+
+- the full joint training step (three objectives, backward, Adam) in fp32 and in bf16 autocast +
+  channels_last: clips/s and their ratio (the goal on a GPU: bf16 at least 2x fp32);
+- the data loader from the on-disk format (jpg decode + crop, wav decode + resample + crop) with 0
+  and ``--workers`` workers, against the step's clips/s: does it keep up? (The STFT, mixing and
+  masks run on the training device inside the step, so they are part of the step time.)
+
+    python -m projects.oneavm.bench [--config projects/oneavm/configs/demo.yaml] [--batch 32] [--workers 8]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from shared.benchmark import count_flops, peak_tflops, time_fn
+from shared.config import load_config
+from shared.data.robust import collate_skipping_bad
+
+
+def step_timing(cfg, device, batch: int, amp: str, channels_last: bool, warmup: int, repeats: int) -> dict:
+    from projects.oneavm.train import JointObjective, build_model, make_optimizer, train_step
+
+    cfg.train.amp, cfg.train.channels_last = amp, channels_last
+    torch.manual_seed(0)
+    model = build_model(cfg, device)
+    opt = make_optimizer(model, cfg)
+    obj = JointObjective(model, cfg).train()
+    s, n = cfg.data.image_size, cfg.data.audio.n_samples
+    fake = {"image": torch.randn(batch, 3, s, s), "wave": 0.3 * torch.randn(batch, n),
+            "audio_key": [str(i) for i in range(batch)]}
+    t = time_fn(lambda: train_step(obj, fake, opt, cfg, device, 0), device, warmup=warmup, repeats=repeats)
+    flops = count_flops(lambda: train_step(obj, fake, opt, cfg, device, 0))
+    return {"clips_per_s": t.items_per_s(batch), "median_s": t.median, "spread": t.spread,
+            "tflops": t.tflops(flops), "percent_of_peak": t.percent_of_peak(flops, peak_tflops(device))}
+
+
+def loader_rate(cfg, workers: int, batches: int) -> float:
+    import time
+
+    from projects.oneavm.data import train_set
+
+    ds = train_set(cfg)
+    dl = DataLoader(ds, batch_size=cfg.optim.batch_size, shuffle=True, num_workers=workers,
+                    collate_fn=collate_skipping_bad, drop_last=True)
+    n, t0 = 0, None
+    for i, b in enumerate(dl):
+        if i == 1:
+            t0, n = time.perf_counter(), 0  # the first batch pays the worker start-up
+        n += len(b.get("index", []))
+        if i >= batches:
+            break
+    return n / max(time.perf_counter() - t0, 1e-9) if t0 else float("nan")
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="projects/oneavm/configs/demo.yaml")
+    p.add_argument("--batch", type=int, default=None, help="clips per step (default: the config's batch)")
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--data-root", default=None, help="clips for the loader test (default: a generated tuxpaint set)")
+    p.add_argument("--out", default=None)
+    p.add_argument("overrides", nargs="*")
+    a = p.parse_args(argv)
+    cfg = load_config(a.config, a.overrides)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    batch = a.batch or cfg.optim.batch_size
+    workers = a.workers if a.workers is not None else cfg.data.num_workers
+    res = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "batch": batch,
+           "image_size": cfg.data.image_size, "n_samples": cfg.data.audio.n_samples}
+    res["fp32"] = step_timing(cfg, device, batch, "none", False, 2, a.repeats)
+    res["bf16_channels_last"] = step_timing(cfg, device, batch, "bf16", True, 2, a.repeats)
+    res["bf16_speedup"] = res["bf16_channels_last"]["clips_per_s"] / res["fp32"]["clips_per_s"]
+    with tempfile.TemporaryDirectory() as tmp:
+        root = a.data_root
+        if root is None:
+            from shared.data.tuxpaint import make_tuxpaint_av
+
+            root = make_tuxpaint_av(Path(tmp) / "tux", n_train=4 * batch, n_test=4, n_duet=2, n_pairs=2,
+                                    size=cfg.data.image_size * 2,
+                                    duration=cfg.data.audio.n_samples / cfg.data.audio.sample_rate + 0.05)
+            cfg.data.train.dir, cfg.data.train.list = "train", "demo_train.txt"
+        cfg.data.root = str(root)
+        res["loader_clips_per_s"] = {f"{w}_workers": loader_rate(cfg, w, 3) for w in sorted({0, workers})}
+    best = max(res["loader_clips_per_s"].values())
+    res["loader_keeps_up_with_bf16_step"] = bool(best >= res["bf16_channels_last"]["clips_per_s"])
+    print(json.dumps(res, indent=2))
+    if a.out:
+        Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
+    return res
+
+
+if __name__ == "__main__":
+    main()
