@@ -173,6 +173,7 @@ class KineticsFrames(ListImages):
         self.run_seed = seed
         super().__init__([f"{d}/{fname_fmt.format(1)}" for d in dirs], None, root, transform)
         check_files(self.paths, root, check, "Kinetics frame list")
+        self.labels = torch.arange(len(dirs)).repeat_interleave(n_seq)  # the video id of every item
 
     def __len__(self):
         return len(self.dirs) * self.n_seq
@@ -189,12 +190,6 @@ class KineticsFrames(ListImages):
 
     def load(self, idx, seed):
         return load_image(self.frame_path(idx, seed))
-
-    def __getitem__(self, item):
-        out = super().__getitem__(item)
-        if isinstance(out, dict):
-            out["label"] = torch.tensor(item[0] // self.n_seq if isinstance(item, tuple) else item // self.n_seq)
-        return out
 
 
 def train_set(cfg) -> tuple[Dataset, np.ndarray | None]:

@@ -77,3 +77,12 @@ def split_for_rank(order: list[int], batch_size: int, rank: int, world_size: int
     full = len(order) // (batch_size * world_size) * batch_size * world_size
     batches = [order[i:i + batch_size] for i in range(0, full, batch_size)]
     return [i for b in batches[rank::world_size] for i in b]
+
+
+def rank_stream(kind: str, n: int, total_batch: int, rank: int, world_size: int, seed: int = 0, epoch: int = 0,
+                n_seq: int = -1, labels=None) -> list[int]:
+    """This process's share of the stream of ``epoch`` (per-process batch = total_batch / world_size)."""
+    if total_batch % world_size:
+        raise ValueError(f"optim.batch_size={total_batch} is not divisible by {world_size} processes")
+    order = stream_order(kind, n, seed, epoch, n_seq, labels)
+    return split_for_rank(order, total_batch // world_size, rank, world_size, n_seq if kind == "sequential" else -1)

@@ -32,7 +32,7 @@ from projects.minred import data as data_mod
 from projects.minred.buffer import build_buffer
 from projects.minred.evaluate import evaluate_backbone
 from projects.minred.model import SimSiam, build_optimizer, learning_rate, set_lr, simsiam_loss
-from projects.minred.streams import split_for_rank, stream_order
+from projects.minred import streams
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +50,8 @@ def build_model(cfg) -> SimSiam:
 def rank_stream(cfg, n: int, labels, rank: int, world: int, epoch: int = 0) -> list[int]:
     """This process's share of the stream of ``epoch``."""
     d = cfg.data
-    per_rank = cfg.optim.batch_size // world
-    order = stream_order(d.stream, n, cfg.run.seed, epoch, d.n_seq_samples, labels)
-    return split_for_rank(order, per_rank, rank, world, d.n_seq_samples if d.stream == "sequential" else -1)
+    return streams.rank_stream(d.stream, n, cfg.optim.batch_size, rank, world, cfg.run.seed, epoch, d.n_seq_samples,
+                               labels)
 
 
 def build_stream_buffer(cfg, n: int, labels, rank: int, world: int, device: torch.device):

@@ -1,0 +1,38 @@
+import json
+
+import pytest
+
+from shared.logging import read_metrics
+from projects.minred import train as train_mod
+from tests.minred.conftest import tiny_cfg
+
+pytestmark = pytest.mark.timeout(240)
+
+SMALL = ["data.train_subset=32", "data.n_seq_samples=4", "optim.batch_size=4", "buffer.size=12",
+         "buffer.num_updates=2", "train.ckpt_every_steps=5"]
+
+
+def losses(run):
+    return [(m["step"], m["train/loss"]) for m in read_metrics(run) if "train/loss" in m]
+
+
+def test_kill_and_resume_trains_on_exactly_the_same_batches(fmnist_root, tmp_path):
+    ref = train_mod.main(tiny_cfg(fmnist_root, tmp_path, "run.name=straight", *SMALL))
+    assert ref["steps"] == ref["total_steps"] == 32 * 2 // 4
+    assert ref["fashion_mnist/knn_top1"] > 0.2  # well above chance on the blob classes
+    straight = losses(tmp_path / "minred" / "straight")
+    # stopped mid-stream after 7 steps (buffer, features and generator in the checkpoint), then resumed
+    train_mod.main(tiny_cfg(fmnist_root, tmp_path, "run.name=split", "train.max_steps=7", "eval.datasets=[]", *SMALL))
+    res = train_mod.main(tiny_cfg(fmnist_root, tmp_path, "run.name=split", *SMALL))
+    assert losses(tmp_path / "minred" / "split") == straight
+    assert res["fashion_mnist/knn_top1"] == ref["fashion_mnist/knn_top1"]
+    hist = [json.loads(x) for x in (tmp_path / "minred" / "straight" / "buffer_histogram.jsonl").read_text().splitlines()]
+    assert all(sum(h["hist"]) == 12 for h in hist)  # the buffer is full whenever a batch is drawn
+
+
+def test_config_errors(fmnist_root, tmp_path):
+    with pytest.raises(ValueError, match="smaller than a batch"):
+        train_mod.main(tiny_cfg(fmnist_root, tmp_path, "run.name=bad", "buffer.size=4", "optim.batch_size=8"))
+    from shared.config import ConfigError
+    with pytest.raises(ConfigError, match="num_updates"):
+        tiny_cfg(fmnist_root, tmp_path, "buffer.num_update=3")
