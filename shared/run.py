@@ -241,17 +241,15 @@ class RunContext:
     def _start_over(self, why: str) -> None:
         """Move a previous run's checkpoints, logs and results to ``restarts/<time>/`` before starting over."""
         if dist.is_main():
-            step_files = self.ckpt._step_files() + [p for p in (self.ckpt.pointer, self.ckpt.dir / "best.pt")
-                                                     if p.exists()]
-            if step_files:
+            ckpts = self.ckpt._step_files() + [p for p in (self.ckpt.pointer, self.ckpt.dir / "best.pt") if p.exists()]
+            others = [self.run_dir / n for n in ("metrics.jsonl", "tb", "results.json") if (self.run_dir / n).exists()]
+            if ckpts or (self.run_dir / "results.json").exists():
                 dest = self.run_dir / "restarts" / _timestamp()
-                dest.mkdir(parents=True, exist_ok=True)
-                for p in step_files:
-                    (dest / "checkpoints").mkdir(exist_ok=True)
+                (dest / "checkpoints").mkdir(parents=True, exist_ok=True)
+                for p in ckpts:
                     os.replace(p, dest / "checkpoints" / p.name)
-                for name in ("metrics.jsonl", "tb", "results.json"):
-                    if (self.run_dir / name).exists():
-                        os.replace(self.run_dir / name, dest / name)
+                for p in others:
+                    os.replace(p, dest / p.name)
                 log.warning("%s: the previous run's checkpoints, metrics and results moved to %s", why, dest)
         dist.barrier()
 
@@ -321,9 +319,11 @@ def _changeable(key: str, patterns) -> bool:
 
 
 def _check_config(cfg: Config, run_dir: Path) -> None:
-    """Refuse a run folder that was started with another config (keys whose values changed), unless
-    ``run.allow_config_change``; keys in ``run.changeable_keys`` and keys added or removed in the code since
-    may differ. Any difference keeps the old config under ``config_history/``."""
+    """Refuse a run folder whose checkpoints or results were made with another config (keys whose values
+    changed), unless ``run.allow_config_change`` or ``run.resume=never`` (the old run is moved aside); keys
+    in ``run.changeable_keys`` and keys added or removed in the code since may differ. A folder holding
+    nothing the old config produced (a run that stopped before its first checkpoint) takes the new one.
+    Any difference keeps the old config under ``config_history/``."""
     saved = run_dir / "config.yaml"
     if not saved.exists():
         return
@@ -334,7 +334,10 @@ def _check_config(cfg: Config, run_dir: Path) -> None:
     patterns = cfg.run.get("changeable_keys") or []
     blocking = [c for c in changes if MISSING not in (c[1], c[2]) and not _changeable(c[0], patterns)]
     lines = "\n  ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in (blocking or changes))
-    if blocking and not cfg.run.get("allow_config_change", False):
+    ckpts = run_dir / "checkpoints"
+    produced = (run_dir / "results.json").exists() or (ckpts.is_dir() and any(
+        p.suffix == ".pt" or p.name == "last.txt" for p in ckpts.iterdir()))
+    if blocking and produced and not cfg.run.get("allow_config_change", False) and cfg.run.get("resume") != "never":
         raise ConfigChanged(
             f"{run_dir} was started with another config; these keys differ (was -> now):\n  {lines}\n"
             "Its checkpoints and results belong to the old values. Give this run another run.name, or continue "

@@ -118,7 +118,9 @@ def test_wrong_types_fail_before_the_run_folder_is_made(toy, override):
 
 # -- 5. a changed config on an existing run folder ------------------------------------------------------
 def test_a_changed_config_is_refused_unless_asked_and_the_old_one_is_kept(toy):
-    start_run(toy()).close()
+    ctx = start_run(toy())
+    ctx.write_results({"top1": 0.5})  # results (or checkpoints) made with the first config
+    ctx.close()
     with pytest.raises(ConfigChanged, match=r"(?s)these keys differ.*optim.epochs: 2 -> 3\n  optim.lr: 0.1 -> 0.2\n.*"
                                             r"run.allow_config_change=true"):
         start_run(toy("optim.lr=0.2", "optim.epochs=3"))
@@ -134,6 +136,20 @@ def test_a_changed_config_is_refused_unless_asked_and_the_old_one_is_kept(toy):
     saved = toy.run_dir / "config.yaml"
     saved.write_text(saved.read_text().replace("  allow_config_change: true\n", ""))
     start_run(toy("optim.lr=0.2", "run.allow_config_change=true")).close()
+    # starting over on purpose takes the new config (the old run is moved aside by resume)
+    ctx = start_run(toy("optim.lr=0.3", "run.resume=never"))
+    assert ctx.resume() is None and load_config(toy.run_dir / "config.yaml").optim.lr == 0.3
+    ctx.close()
+    (moved,) = (toy.run_dir / "restarts").iterdir()
+    assert json.loads((moved / "results.json").read_text()) == {"top1": 0.5}
+    assert not (toy.run_dir / "results.json").exists()
+
+
+def test_a_folder_without_checkpoints_or_results_takes_a_corrected_config(toy):
+    start_run(toy("optim.lr=5.0")).close()  # say it crashed on a bad value before its first checkpoint
+    start_run(toy("optim.lr=0.1")).close()
+    assert load_config(toy.run_dir / "config.yaml").optim.lr == 0.1
+    assert len(list((toy.run_dir / "config_history").iterdir())) == 1
 
 
 # -- 2. checkpoints that exist but do not load ----------------------------------------------------------
@@ -261,26 +277,29 @@ class _Files(torch.utils.data.Dataset):
     def __len__(self):
         return 400
 
-    def __getitem__(self, i):
+    def __getitem__(self, item):
+        i, _ = item  # (index, seed) from the ResumableSampler
         if i in self.bad:
             return BadSample(f"clip_{i:03d}.mp4", "moov atom not found")
         return {"index": i, "x": torch.full((3,), i / 400.0)}
 
 
 def _train(toy, bad, max_steps=None, *overrides):
+    from shared.data.sampling import ResumableSampler
+
     ctx = start_run(toy(*overrides))
-    loader = torch.utils.data.DataLoader(_Files(bad), batch_size=48, shuffle=False, drop_last=True,
+    sampler = ResumableSampler(400, shuffle=False, drop_last=True)
+    loader = torch.utils.data.DataLoader(_Files(bad), batch_size=48, sampler=sampler, drop_last=True,
                                          collate_fn=collate_skipping_bad)
     model = torch.nn.Linear(3, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    loop = Loop(ctx, steps_per_epoch=len(loader), epochs=2, max_steps=max_steps, samples_per_step=48)
+    loop = Loop(ctx, steps_per_epoch=400 // 48, epochs=2, max_steps=max_steps, samples_per_step=48)
     loop.register(model=model, optimizer=opt)
     loop.resume()
     try:
         while not loop.done:
-            for batch in loop.epoch_batches(loader):  # the loader restarts at the epoch start
-                if loop.pos:  # resumed mid-epoch: skip the batches already trained (the toy has no sampler)
-                    pass
+            sampler.set_epoch(loop.epoch, start=loop.pos * 48)
+            for batch in loop.epoch_batches(loader):
                 loss = model(batch["x"]).pow(2).mean()
                 opt.zero_grad()
                 loss.backward()
@@ -309,8 +328,8 @@ def test_bad_sample_counts_are_kept_in_the_checkpoint(toy):
     assert state["loop"]["bad"]["seen"] == 144 and [k for k, _ in state["loop"]["bad"]["bad"]] == [
         "clip_010.mp4", "clip_100.mp4"]
     assert loop.bad.state_dict() == state["loop"]["bad"]
-    # resumed, the epoch's count goes on from the checkpoint's: the 9th... no, the 8th bad file of the epoch
-    # exceeds 2 % of 384 (7.68): the run stops, naming the files
+    # resumed at sample 144, the epoch's count goes on from the checkpoint's 2: the 8th bad file of the epoch
+    # exceeds 2 % of 384 (7.68) and stops the run, naming the files (counted from 0 it would see only 6)
     with pytest.raises(TooManyBadSamples, match=r"8 unreadable samples in an epoch of 384 .*clip_010.mp4"):
         _train(toy, [10, 100, 150, 200, 250, 300, 310, 320])
 
