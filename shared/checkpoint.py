@@ -144,10 +144,14 @@ def set_rng_state(state: dict) -> None:
 class CheckpointManager:
     """``<run>/checkpoints/step_000000123.pt`` files, ``last.txt`` naming the newest, ``best.pt``."""
 
-    def __init__(self, run_dir: str | os.PathLike, keep: int = 2):
+    def __init__(self, run_dir: str | os.PathLike, keep: int = 2, project: str | None = None):
         self.dir = Path(run_dir) / "checkpoints"
         self.keep = keep
+        self.project = project  # recorded in every file written (unless the state names one)
         self.loaded_path: Path | None = None
+
+    def _stamped(self, state: dict) -> dict:
+        return {**state, "project": self.project} if self.project and "project" not in state else state
 
     @property
     def pointer(self) -> Path:
@@ -155,14 +159,14 @@ class CheckpointManager:
 
     def save(self, state: dict, step: int) -> Path:
         path = self.dir / f"step_{step:09d}.pt"
-        atomic_torch_save(state, path)
+        atomic_torch_save(self._stamped(state), path)
         atomic_write_text(self.pointer, path.name + "\n")
         self._prune()
         return path
 
     def save_best(self, state: dict) -> Path:
         path = self.dir / "best.pt"
-        atomic_torch_save(state, path)
+        atomic_torch_save(self._stamped(state), path)
         return path
 
     def _step_files(self) -> list[Path]:

@@ -384,4 +384,5 @@ def start_run(cfg: Config) -> RunContext:
         atomic_write_text(run_dir / "env.json", json.dumps(env, indent=2) + "\n")
     dist.barrier()
     return RunContext(cfg=cfg, run_dir=run_dir, device=info.device,
-                      ckpt=CheckpointManager(run_dir, keep=int(cfg.run.get("keep_checkpoints", 2))), lock=lock)
+                      ckpt=CheckpointManager(run_dir, keep=int(cfg.run.get("keep_checkpoints", 2)),
+                                             project=cfg.run.get("project")), lock=lock)

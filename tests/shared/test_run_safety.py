@@ -197,6 +197,12 @@ def test_a_checkpoint_of_another_project_is_refused_in_one_line(toy, tmp_path):
     ckpts = _two_checkpoints(toy)
     state = torch.load(ckpts / "step_000000002.pt", weights_only=False)
     assert state["project"] == "toy" and state["step"] == 2
+    ctx = start_run(toy())
+    ctx.ckpt.save_best({"model": {"w": torch.ones(1)}})  # what projects write themselves records it too
+    ctx.close()
+    assert torch.load(ckpts / "best.pt", weights_only=False)["project"] == "toy"
+    with pytest.raises(ck.CheckpointError, match="best.pt is a checkpoint of project 'toy', not of 'ezvsl'"):
+        ck.load_weights(ckpts / "best.pt", key="model", project="ezvsl")
     state["project"] = "ptnl"
     torch.save(state, tmp_path / "other.pt")
     ctx = start_run(toy("run.name=fresh", f"run.resume={tmp_path / 'other.pt'}"))
