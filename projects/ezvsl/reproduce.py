@@ -65,6 +65,50 @@ def table(results: dict, untrained: dict) -> str:
     return "\n".join(rows)
 
 
+def figures(cfg, out_dir: Path) -> list[dict]:
+    """AP50 of model selection per epoch (the headline curve) and the test heatmap grid, copied to the
+    project's figures folder when this is the demo."""
+    import shutil
+
+    from shared.logging import read_metrics
+    from shared.report import plot_xy, series
+
+    run_dir = run_dir_of(cfg)
+    records = read_metrics(run_dir)
+    lines = {}
+    for k, label in (("av", "AV"), ("obj", "OGL"), ("av_obj", "AV+OGL")):
+        xs, ys = series(records, f"val/{k}_ciou_ap50", "train/epoch")
+        if ys:
+            lines[label] = (xs, [100 * y for y in ys])
+    out = []
+    if lines:
+        path = out_dir / f"{cfg.run.name}_ap50_per_epoch.png"
+        plot_xy(lines, path, xlabel="epoch", ylabel=f"cIoU AP50 (%) on {cfg.eval.selection} set",
+                title=f"EZ-VSL {cfg.run.name}: model-selection AP50 per epoch")
+        out.append({"path": str(path), "caption": "model-selection AP50 after each epoch"})
+    for name in cfg.eval.test_sets[:1]:
+        src = run_dir / "viz" / f"{name}_heatmaps.png"
+        if src.is_file():
+            dst = out_dir / f"{cfg.run.name}_{name}_heatmaps.png"
+            shutil.copyfile(src, dst)
+            out.append({"path": str(dst), "caption": f"{name}: frame + box, AV, OGL, AV+OGL heatmaps"})
+    return out
+
+
+def result_rows(results: dict, untrained: dict) -> list[dict]:
+    rows = []
+    for name, m in results["sets"].items():
+        paper = m.get("paper_av_obj") or {}
+        for label, r in (("EZ-VSL trained", m), ("same network untrained", untrained[name])):
+            for k, v in (("av", "AV"), ("obj", "OGL"), ("av_obj", "AV+OGL")):
+                for metric, mname in (("ciou_ap50", "cIoU AP50"), ("auc", "AUC")):
+                    p_val = paper.get(metric) if k == "av_obj" and label == "EZ-VSL trained" else None
+                    rows.append({"setting": f"{name} (n={r['n']})", "method": f"{label}, {v}", "metric": mname,
+                                 "ours": round(100 * r[k][metric], 2),
+                                 "paper": round(100 * p_val, 2) if p_val is not None else None})
+    return rows
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=DEMO_CONFIG)
@@ -81,6 +125,16 @@ def main(argv=None) -> dict:
     run_dir = run_dir_of(cfg)
     (run_dir / "results_table.md").write_text(md + "\n")
     (run_dir / "baselines.json").write_text(json.dumps(untrained, indent=2) + "\n")
+    demo = Path(a.config).name == "demo.yaml"
+    out_dir = Path(__file__).parent / "figures" if demo else run_dir / "figures"
+    figs = figures(cfg, out_dir) if dist.is_main() else []
+    if demo and dist.is_main():
+        from shared.report import write_results
+
+        write_results("ezvsl", "demo", result_rows(results, untrained), command="make reproduce-ezvsl",
+                      scale=f"generated demo set ({cfg.optim.epochs} epochs, {cfg.data.image_size} px, "
+                            f"batch {cfg.optim.batch_size}, CPU)", figures=figs,
+                      title="Demo (generated audio-visual set, CPU)")
     print("\n" + md + f"\n\nwritten to {run_dir}/results_table.md; heatmaps in {run_dir}/viz/")
     return {"trained": results, "untrained": untrained}
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 import logging
 import sys
 
+import numpy as np
 import torch
+from PIL import Image
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
@@ -32,7 +34,8 @@ from projects.ezvsl.model import EZVSL, ObjectSaliency
 log = logging.getLogger(__name__)
 
 
-def build_model(cfg, device: torch.device) -> EZVSL:
+def build_model(cfg, device: torch.device | str = "cpu") -> EZVSL:
+    device = torch.device(device)
     model = EZVSL(cfg.model.out_dim, cfg.model.image_weights).to(device)
     if cfg.train.channels_last and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -132,14 +135,19 @@ def select(loop: Loop, model, ogl, sel_loader, sel: str, device) -> None:
 def final_eval(ctx: RunContext, model, ogl, step: int) -> dict:
     cfg, device = ctx.cfg, ctx.device
     source = load_for_eval(cfg, model)
-    results = {"config": cfg.run.name, "selection": cfg.eval.selection, "checkpoint": source, "sets": {}}
+    results = {"config": cfg.run.name, "selection": cfg.eval.selection, "checkpoint": source,
+               "precision": {"train_amp": cfg.train.amp if device.type == "cuda" else "none (CPU)",
+                             "eval_maps": "fp32"}, "sets": {}}
     for name in cfg.eval.test_sets:
+        viz = ctx.run_dir / "viz" / f"{name}_heatmaps.png"
         m = evaluate(model, ogl, eval_loader(cfg, name), device, cfg.eval.alpha, cfg.loss.tau, cfg.train.amp,
-                     cfg.eval.n_visualizations, ctx.run_dir / "viz" / f"{name}_heatmaps.png",
-                     cfg.data.max_bad_fraction, desc=f"test {name}")
+                     cfg.eval.n_visualizations, viz, cfg.data.max_bad_fraction, desc=f"test {name}")
         results["sets"][name] = with_paper(cfg, name, m)
         log.info(format_row(name, m))
         ctx.logger.log(step, {f"test/{name}/{k}_ciou_ap50": m[k]["ciou_ap50"] for k in VARIANTS if k in m})
+        if viz.is_file() and ctx.logger.writer is not None:
+            ctx.logger.writer.add_image(f"test/{name}/heatmaps", np.asarray(Image.open(viz).convert("RGB")), step,
+                                        dataformats="HWC")
     ctx.write_results(results)
     return results
 
