@@ -72,16 +72,28 @@ def block_ids(grid: tuple[int, int], k: int) -> torch.Tensor:
     return (r * ((gw + k - 1) // k) + c).reshape(-1)
 
 
-def candidates(kept: torch.Tensor, blocks: torch.Tensor) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
-    """For each image b and each block with kept patches: (b, remaining patch ids, removed patch ids)."""
-    out = []
+def candidates(kept: torch.Tensor, blocks: torch.Tensor):
+    """Every candidate removal of every image, grouped by the remaining length (one batch shape each).
+
+    Returns ``groups`` {length: [(image index [R], remaining patch ids [R, length], candidate index [R])]},
+    ``per_image`` [(image, kept patch ids, block of each kept patch as a candidate offset, first candidate)],
+    and the number of candidates."""
+    groups: dict[int, list] = {}
+    per_image = []
+    c = 0
     for b in range(kept.shape[0]):
         ids = kept[b].nonzero().squeeze(1)
         blk = blocks[ids]
-        for u in torch.unique(blk):
-            sel = blk == u
-            out.append((b, ids[~sel], ids[sel]))
-    return out
+        u, inv = torch.unique(blk, return_inverse=True)
+        stays = blk.unsqueeze(0) != u.unsqueeze(1)            # [U, n]: patch stays in candidate u
+        lens = stays.sum(1)
+        for length in lens.unique().tolist():
+            rows = (lens == length).nonzero().squeeze(1)
+            rest = ids.unsqueeze(0).expand(len(rows), -1)[stays[rows]].view(len(rows), length)
+            groups.setdefault(length, []).append((torch.full((len(rows),), b), rest, c + rows))
+        per_image.append((b, ids, inv, c))
+        c += len(u)
+    return groups, per_image, c
 
 
 def score_embeddings(e: torch.Tensor, mode: str, ref: torch.Tensor | None = None, classifier: torch.Tensor | None = None,
@@ -119,25 +131,22 @@ def golden_ranking(model: nn.Module, images: torch.Tensor, cfg: GoldenConfig, la
     score = torch.zeros(B, n)
     labels = labels.cpu() if labels is not None else None
     for step in range(cfg.steps):
-        cands = candidates(kept, blocks)
-        cand_scores = torch.empty(len(cands))
-        by_len: dict[int, list[int]] = {}
-        for i, (_, rest, _) in enumerate(cands):
-            by_len.setdefault(len(rest), []).append(i)
-        for length, members in by_len.items():
-            for j in range(0, len(members), cfg.max_batch):
-                chunk = members[j:j + cfg.max_batch]
-                bi = torch.tensor([cands[i][0] for i in chunk])
-                keep = torch.stack([cands[i][1] for i in chunk]).to(dev) if length else \
-                    torch.zeros(len(chunk), 0, dtype=torch.long, device=dev)
-                xs = x0[bi.to(dev)]
+        groups, per_image, n_cand = candidates(kept, blocks)
+        cand_scores = torch.empty(n_cand)
+        for length, parts in groups.items():
+            bi = torch.cat([p[0] for p in parts])
+            rest = torch.cat([p[1] for p in parts])
+            ci = torch.cat([p[2] for p in parts])
+            for j in range(0, len(bi), cfg.max_batch):
+                bj, keep = bi[j:j + cfg.max_batch], rest[j:j + cfg.max_batch].to(dev)
+                xs = x0[bj.to(dev)]
                 patches = torch.gather(xs[:, 1:], 1, keep.unsqueeze(-1).expand(-1, -1, xs.shape[-1]))
                 e = pool_project(visual, run_blocks(visual, torch.cat([xs[:, :1], patches], 1), cfg.layer, d))
-                s = score_embeddings(e, cfg.score, ref=full[bi.to(dev)], classifier=classifier,
-                                     labels=labels[bi] if labels is not None else None, scale=scale)
-                cand_scores[torch.tensor(chunk)] = s.float().cpu()
-        for i, (b, _, removed) in enumerate(cands):
-            score[b, removed] = cand_scores[i]
+                sc = score_embeddings(e, cfg.score, ref=full[bj.to(dev)], classifier=classifier,
+                                      labels=labels[bj] if labels is not None else None, scale=scale)
+                cand_scores[ci[j:j + cfg.max_batch]] = sc.float().cpu()
+        for b, ids, inv, first in per_image:   # each kept token gets its block's score
+            score[b, ids] = cand_scores[first + inv]
         for b in range(B):
             ids = kept[b].nonzero().squeeze(1)
             asc = torch.sort(score[b, ids], stable=True).indices
