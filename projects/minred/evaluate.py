@@ -82,7 +82,7 @@ def lars_linear_probe(train_feats, train_labels, test_feats, test_labels, num_cl
         with torch.no_grad():
             logits = head(xte)
             top5 = logits.topk(min(5, num_classes), dim=1)[1]
-            return {"top1": float((top5[:, 0] == test_labels).float().mean()),
+            return {"top1": float((top5[:, 0] == test_labels).float().mean()), "predictions": top5[:, 0],
                     "top5": float((top5 == test_labels[:, None]).any(1).float().mean()), "final_train_loss": float(loss)}
 
 
@@ -98,29 +98,31 @@ def extract(fn, dataset, device, batch_size: int = 256, num_workers: int = 0) ->
     return torch.cat(feats), torch.cat(labels).long()
 
 
-def evaluate_features(train, test, num_classes: int, cfg) -> dict:
+def evaluate_features(train, test, num_classes: int, cfg, epochs: int | None = None, lr: float | None = None) -> dict:
     """k-NN (weighted, k and T from the config) and the LARS linear probe of one feature set."""
     (xtr, ytr), (xte, yte) = train, test
     e = cfg.eval
     out = {"knn_top1": knn_accuracy(xtr, ytr, xte, yte, num_classes, k=e.knn_k, temperature=e.knn_t)}
     if e.linear_probe:
-        lp = lars_linear_probe(xtr, ytr, xte, yte, num_classes, epochs=e.lincls_epochs, lr=e.lincls_lr,
+        lp = lars_linear_probe(xtr, ytr, xte, yte, num_classes, epochs=epochs or e.lincls_epochs, lr=lr or e.lincls_lr,
                                batch_size=e.lincls_batch_size, seed=cfg.run.seed)
-        out.update({"linear_top1": lp["top1"], "linear_top5": lp["top5"]})
+        out.update({"linear_top1": lp["top1"], "linear_top5": lp["top5"], "_predictions": lp.get("predictions")})
     return out
 
 
-def evaluate_backbone(model, cfg, device, sets) -> dict:
-    """Frozen-backbone k-NN / linear probe on each (name, (train_set, test_set, num_classes))."""
+def evaluate_backbone(model, cfg, device, sets, keep_predictions: bool = False) -> dict:
+    """Frozen-backbone k-NN / linear probe on each (name, (train_set, test_set, num_classes, epochs, lr))."""
     was = model.training
     model.eval()
     out = {}
     try:
-        for name, (tr, te, nc) in sets.items():
+        for name, (tr, te, nc, epochs, lr) in sets.items():
             fn = model.backbone_features
             res = evaluate_features(extract(fn, tr, device, cfg.eval.batch_size),
-                                    extract(fn, te, device, cfg.eval.batch_size), nc, cfg)
-            out.update({f"{name}/{k}": v for k, v in res.items()})
+                                    extract(fn, te, device, cfg.eval.batch_size), nc, cfg, epochs, lr)
+            if keep_predictions:
+                out[f"{name}/_predictions"] = res["_predictions"]
+            out.update({f"{name}/{k}": v for k, v in res.items() if not k.startswith("_")})
     finally:
         model.train(was)
     return out

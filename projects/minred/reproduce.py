@@ -52,7 +52,8 @@ def baselines(cfg) -> dict:
     tr, te = eval_sets(cfg, "fashion_mnist")
     pix = [(torch.as_tensor(ds.images.reshape(len(ds.images), -1), dtype=torch.float32) / 255.0, ds.labels.long())
            for ds in (tr, te)]
-    out["raw_pixels"] = {f"fashion_mnist/{k}": v for k, v in evaluate_features(pix[0], pix[1], 10, cfg).items()}
+    out["raw_pixels"] = {f"fashion_mnist/{k}": v for k, v in evaluate_features(pix[0], pix[1], 10, cfg).items()
+                         if not k.startswith("_")}
     return out
 
 

@@ -96,8 +96,9 @@ def eval_sets(cfg) -> dict:
     out = {}
     for name in cfg.eval.datasets:
         tr, te = data_mod.eval_sets(cfg, name)
-        nc = 10 if name == "fashion_mnist" else int(cfg.eval.sets[name]["num_classes"])
-        out[name] = (tr, te, nc)
+        spec = {} if name == "fashion_mnist" else cfg.eval.sets[name]
+        nc = 10 if name == "fashion_mnist" else int(spec["num_classes"])
+        out[name] = (tr, te, nc, spec.get("epochs"), spec.get("lr"))
     return out
 
 

@@ -43,3 +43,18 @@ def test_continual_accuracy_and_forgetting_formula():
     assert m2["forgetting"]["D3"] == [10 - 10, 10 - 11, 10 - 80] and set(m2["forgetting"]) == {"D3", "D1", "D2"}
     with pytest.raises(ValueError):
         continual_metrics(acc, order=[0, 0, 1, 2])
+
+
+def test_per_split_accuracy_and_split_file(tmp_path):
+    import torch
+
+    from projects.minred.eval import per_split_accuracy, read_splits
+
+    (tmp_path / "s.txt").write_text("0 0\n1 0\n2 1\n3 1\n")
+    split_of = read_splits(tmp_path / "s.txt")
+    labels = torch.tensor([0, 1, 2, 3, 2, 0])
+    pred = torch.tensor([0, 0, 2, 3, 1, 0])
+    assert per_split_accuracy(pred, labels, split_of, 2) == [pytest.approx(200 / 3), pytest.approx(200 / 3)]
+    (tmp_path / "bad.txt").write_text("0 zero\n")
+    with pytest.raises(ValueError, match="label split"):
+        read_splits(tmp_path / "bad.txt")
