@@ -69,10 +69,13 @@ def plot_histograms(runs: dict, path: Path) -> None:
         rows = [json.loads(x) for x in (run_dir_of(runs[n]) / "buffer_histogram.jsonl").read_text().splitlines()]
         h = np.array([r["hist"] for r in rows], dtype=float)
         h /= np.maximum(h.sum(1, keepdims=True), 1)
-        ax.imshow(h.T, aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest",
-                  extent=[rows[0]["stream_pos"], rows[-1]["stream_pos"], 9.5, -0.5])
-        ax.set_title(f"{n}: class share of the buffer")
-        ax.set_xlabel("stream position (images)")
+        im = ax.imshow(h.T, aspect="auto", cmap="viridis", vmin=0, vmax=0.5, interpolation="nearest",
+                       extent=[0, len(rows), 9.5, -0.5])
+        ticks = np.linspace(0, len(rows) - 1, 5).astype(int)
+        ax.set_xticks(ticks + 0.5, [str(rows[t]["stream_pos"]) for t in ticks])
+        ax.set_title(f"{n}: class share of the buffer (step {rows[0]['step']}-{rows[-1]['step']})")
+        fig.colorbar(im, ax=ax, fraction=0.04)
+        ax.set_xlabel("stream position (images arrived) at each record")
         ax.set_ylabel("class")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
