@@ -236,6 +236,21 @@ def read_pairs(path: Path, known: set[str]) -> list[dict]:
     return rows
 
 
+def pair_clips(path: Path) -> list[tuple[str, str | None]]:
+    """(id, class) of every clip a pair list names, in first-seen order."""
+    if not path.is_file():
+        raise DatasetError(f"separation pair list not found: {path}\n{HOW_TO_GET}")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    seen = {}
+    for r in rows:
+        for k in ("1", "2"):
+            if f"source_{k}" not in r:
+                raise DatasetError(f"{path}: expected a csv with header source_1,source_2,class_1,class_2,sep_type")
+            seen.setdefault(r[f"source_{k}"], r.get(f"class_{k}") or None)
+    return list(seen.items())
+
+
 def class_list(rows: list[tuple[str, str | None]]) -> list[str]:
     return sorted({c for _, c in rows if c is not None})
 
@@ -273,7 +288,12 @@ def eval_set(cfg, name: str, classes: list[str] | None = None) -> AVClips:
     s = cfg.eval.sets[name]
     root = require_dir(d.root, "data root (data.root)", HOW_TO_GET)
     pair_dir = require_dir(root / s.dir, f"evaluation set '{name}' folder", HOW_TO_GET)
-    rows = read_list(root / d.metadata_dir / s.list)
+    if s.get("list"):
+        rows = read_list(root / d.metadata_dir / s.list)
+    elif s.get("pairs"):  # a separation set without its own list: the clips the pairs name
+        rows = pair_clips(root / d.metadata_dir / s.pairs)
+    else:
+        raise DatasetError(f"eval.sets.{name} needs a list (or, for separation, pairs)")
     rows = _check_files(rows, pair_dir, s.get("audio_id", "same"), d.skip_missing, f"set {name}")
     kind = s.get("annotations", "none")
     ann_path = root / (s.get("annotation_path") or "")

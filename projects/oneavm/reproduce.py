@@ -116,8 +116,8 @@ def main(argv=None) -> dict:
     p.add_argument("--no-ablations", action="store_true")
     p.add_argument("--jobs", type=int, default=1, help="train the full model and the ablations as this many "
                    "parallel processes (each a plain `python -m projects.oneavm.train` run)")
-    p.add_argument("--n-train", type=int, default=320, help="demo: training clips to compose")
-    p.add_argument("--n-test", type=int, default=48, help="demo: test clips (and separation pairs)")
+    p.add_argument("--n-train", type=int, default=96, help="demo: training clips to compose")
+    p.add_argument("--n-test", type=int, default=24, help="demo: test clips (and separation pairs)")
     p.add_argument("overrides", nargs="*")
     a = p.parse_args(argv)
     cfg = load_config(a.config, a.overrides)

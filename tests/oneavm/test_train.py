@@ -41,8 +41,9 @@ def test_resume_mid_run_reproduces_the_uninterrupted_run(tiny_root, tmp_path, mo
     assert [v for _, v in got] == pytest.approx([v for _, v in ref], rel=1e-5, abs=1e-6)
 
 
+@pytest.mark.timeout(240)
 def test_demo_pipeline_end_to_end_learns(tiny_root, tmp_path):
-    cfg = tiny_cfg(tiny_root, tmp_path, "run.name=e2e", "optim.epochs=6", "optim.lr=1e-3")
+    cfg = tiny_cfg(tiny_root, tmp_path, "run.name=e2e", "optim.epochs=4", "optim.lr=1e-3")
     res = train_mod.main(cfg)
     run = tmp_path / "oneavm" / "e2e"
     for f in ("config.yaml", "metrics.jsonl", "results.json", "viz/demo_boxes_heatmaps.png",
@@ -57,8 +58,8 @@ def test_demo_pipeline_end_to_end_learns(tiny_root, tmp_path):
     assert sep["n_mixtures"] + sep["n_skipped_silent"] == 3 and sep["sdr_mix"] < 10
     rec = res["demo_recognition"]
     assert rec["n"] == 6 and 0 <= rec["cr_acc_audio"] <= 1
-    # learning: over 12 steps on the same 8 clips, every objective's loss goes down
+    # learning: over 8 steps on the same 8 clips, every objective's loss goes down
     for key in ("loss/loc", "loss/sep", "loss/mix"):
         v = [x for _, x in losses(run, key)]
-        assert len(v) == 12
-        assert sum(v[-3:]) / 3 < sum(v[:3]) / 3, (key, v)
+        assert len(v) == 8
+        assert sum(v[-2:]) / 2 < sum(v[:2]) / 2, (key, v)
