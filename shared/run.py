@@ -164,7 +164,11 @@ class RunLock:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 enforced = True
             except BlockingIOError:
-                raise self._refuse(self._read()) from None
+                holder = self._read()
+                gone = bool(holder and holder.get("host") == me["host"] and "pid" in holder
+                            and not _alive(int(holder["pid"])))
+                raise self._refuse(holder, f"; that process has ended, but one it started still holds the lock (a "
+                                           f"data-loader worker?): `fuser {self.path}` names it" if gone else "") from None
             except OSError as e:
                 if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
                     raise

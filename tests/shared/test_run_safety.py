@@ -3,10 +3,11 @@ checkpoints that do not load, torn and duplicated logs, value types, another pro
 bad samples per epoch, file modes and stale temp files."""
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
-import textwrap
+import time
 
 import pytest
 import torch
@@ -47,40 +48,68 @@ def toy(tmp_path):
     return cfg
 
 
-def _holder(run_dir, *extra_code):
-    """A separate process that takes the run folder's lock and waits (prints 'locked' once it holds it)."""
-    code = textwrap.dedent(f"""
-        import sys, time
-        from pathlib import Path
-        from shared.run import RunLock
-        RunLock(Path({str(run_dir)!r})).acquire()
-        print("locked", flush=True)
-        time.sleep(60)
-    """)
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": os.getcwd()})
-    assert proc.stdout.readline().strip() == "locked"
-    return proc
+def _holder(run_dir, orphan=False):
+    """A forked process that takes the run folder's lock and waits; with ``orphan`` it starts a process that
+    inherits the lock (as a data-loader worker does) and exits. Returns (holder pid, inheriting pid)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the holder
+        try:
+            os.close(r)
+            RunLock(run_dir).acquire()
+            child = os.fork() if orphan else -1
+            if child == 0:
+                time.sleep(60)
+                os._exit(0)
+            os.write(w, f"{child}\n".encode())
+            if not orphan:
+                time.sleep(60)
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        child = int(f.readline())
+    return pid, child
 
 
 # -- 1. one writer per run folder -----------------------------------------------------------------------
 def test_a_second_writer_is_refused_and_a_dead_ones_lock_is_taken_over(toy):
-    proc = _holder(toy.run_dir)
+    pid, _ = _holder(toy.run_dir)
     try:
-        with pytest.raises(RunFolderLocked, match=rf"is in use by pid {proc.pid} on host {socket.gethostname()}, "
+        with pytest.raises(RunFolderLocked, match=rf"is in use by pid {pid} on host {socket.gethostname()}, "
                                                   r"started .*log every step twice.*another run.name"):
             start_run(toy())
         assert not (toy.run_dir / "config.yaml").exists()  # refused before touching the folder
     finally:
-        proc.kill()
-        proc.wait()
-    assert json.loads((toy.run_dir / "run.lock").read_text())["pid"] == proc.pid  # SIGKILL left its record
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    assert json.loads((toy.run_dir / "run.lock").read_text())["pid"] == pid  # SIGKILL left its record
     ctx = start_run(toy())
     text = (toy.run_dir / "log.txt").read_text()
-    assert f"taking over the lock of pid {proc.pid}" in text and "that process has ended" in text
+    assert f"taking over the lock of pid {pid}" in text and "that process has ended" in text
     assert json.loads((toy.run_dir / "run.lock").read_text())["pid"] == os.getpid()
     ctx.close()
     assert (toy.run_dir / "run.lock").read_text() == ""  # released
+
+
+def test_a_lock_inherited_by_a_surviving_child_is_named(toy):
+    pid, child = _holder(toy.run_dir, orphan=True)
+    os.waitpid(pid, 0)
+    try:
+        with pytest.raises(RunFolderLocked, match=rf"pid {pid} .*that process has ended, but one it started still "
+                                                  r"holds the lock .*fuser .*run.lock"):
+            start_run(toy())
+    finally:
+        os.kill(child, signal.SIGKILL)
+    deadline = time.time() + 10
+    while time.time() < deadline:  # the orphan is reaped by init
+        try:
+            start_run(toy()).close()
+            break
+        except RunFolderLocked:
+            time.sleep(0.05)
+    else:
+        pytest.fail("the lock stayed held after its last holder died")
 
 
 def test_stale_lock_records(toy, monkeypatch):
