@@ -1,0 +1,94 @@
+"""Training-step speed of Latent MIM vs the pixel-MAE baseline on the same ViT encoder, on the device
+present (shared/benchmark.py: warm-up, CUDA synchronisation, median of repeats): images/s, FLOPs per
+image (torch's FlopCounterMode: forward + backward of the step, target encoder forward included),
+achieved TFLOP/s and % of the bf16 peak.
+
+    python -m projects.latent_mim.bench [--batch 128] [--arch vit_base] [--compile] [--out bench.json] [key=value ...]
+
+A step is what train.py does for one micro-batch: EMA update, patchify (280-px crops with gaps; MAE
+224 px), target encoder on the 176 masked patches, online encoder on the 20 visible ones, decoder,
+loss, backward, AdamW step; bf16 autocast on CUDA (fp32 on the CPU).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from shared.amp import autocast
+from shared.benchmark import count_flops, peak_tflops, time_fn
+from shared.config import load_config
+from projects.latent_mim.optim import build_optimizer
+from projects.latent_mim.train import build_model
+
+CONFIGS = {"latent_mim": "projects/latent_mim/configs/in1k_vitb16_800ep.yaml",
+           "mae": "projects/latent_mim/configs/mae_vitb16_in100.yaml"}
+
+
+def bench_one(cfg, batch: int, device: torch.device, compile_: bool, repeats: int) -> dict:
+    torch.manual_seed(0)
+    model = build_model(cfg).to(device)
+    opt = build_optimizer(model, cfg.optim)
+    fwd = torch.compile(model) if compile_ else model
+    s = model.train_crop
+    x = torch.randn(batch, model.encoder.in_chans, s, s, device=device)
+    gen = torch.Generator().manual_seed(0)
+
+    def step():
+        model.update_target(0.996)
+        with autocast(device, cfg.train.amp):
+            loss, _ = fwd(x, gen, 0.5)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    t = time_fn(step, device, warmup=3, repeats=repeats)
+    flops = count_flops(step)
+    peak = peak_tflops(device)
+    out = {"batch": batch, "crop_px": s, "seconds_per_step": t.median, "spread": t.spread,
+           "images_per_s": t.items_per_s(batch), "gflops_per_image": flops / batch / 1e9, "tflops": t.tflops(flops),
+           "percent_of_bf16_peak": t.percent_of_peak(flops, peak),
+           "params_trained_M": sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6}
+    if device.type == "cuda":
+        out["max_memory_gb"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
+        torch.cuda.reset_peak_memory_stats(device)
+    return out
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch", type=int, default=None, help="per step (default: 128 on CUDA, 2 on the CPU)")
+    p.add_argument("--arch", default="vit_base")
+    p.add_argument("--methods", default="latent_mim,mae")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--out", default=None)
+    p.add_argument("overrides", nargs="*")
+    a = p.parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+    batch = a.batch or (128 if device.type == "cuda" else 2)
+    repeats = a.repeats or (10 if device.type == "cuda" else 2)
+    rows = {}
+    for m in a.methods.split(","):
+        if m not in CONFIGS:
+            raise ValueError(f"--methods: unknown {m!r} (choose from {list(CONFIGS)})")
+        cfg = load_config(CONFIGS[m], [f"model.arch={a.arch}", *a.overrides])
+        rows[m] = bench_one(cfg, batch, device, a.compile, repeats)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"device: {name}, {a.arch}, batch {batch}, compile {a.compile}")
+    print("| method | crop | images/s | GFLOPs/img | TFLOP/s | % bf16 peak |\n|---|---|---|---|---|---|")
+    for m, r in rows.items():
+        pk = "-" if r["percent_of_bf16_peak"] is None else f"{r['percent_of_bf16_peak']:.1f}"
+        print(f"| {m} | {r['crop_px']} | {r['images_per_s']:.1f} | {r['gflops_per_image']:.1f} | {r['tflops']:.3f} | {pk} |")
+    result = {"device": name, "arch": a.arch, "compile": a.compile, "rows": rows}
+    if a.out:
+        Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
