@@ -8,7 +8,7 @@ from tests.minred.conftest import tiny_cfg
 
 pytestmark = pytest.mark.timeout(240)
 
-SMALL = ["data.train_subset=32", "data.n_seq_samples=4", "optim.batch_size=4", "buffer.size=12",
+SMALL = ["data.train_subset=24", "data.n_seq_samples=4", "optim.batch_size=4", "buffer.size=12",
          "buffer.num_updates=2", "train.ckpt_every_steps=5"]
 
 
@@ -18,11 +18,11 @@ def losses(run):
 
 def test_kill_and_resume_trains_on_exactly_the_same_batches(fmnist_root, tmp_path):
     ref = train_mod.main(tiny_cfg(fmnist_root, tmp_path, "run.name=straight", *SMALL))
-    assert ref["steps"] == ref["total_steps"] == 32 * 2 // 4
+    assert ref["steps"] == ref["total_steps"] == 24 * 2 // 4
     assert ref["fashion_mnist/knn_top1"] > 0.2  # well above chance on the blob classes
     straight = losses(tmp_path / "minred" / "straight")
-    # stopped mid-stream after 7 steps (buffer, features and generator in the checkpoint), then resumed
-    train_mod.main(tiny_cfg(fmnist_root, tmp_path, "run.name=split", "train.max_steps=7", "eval.datasets=[]", *SMALL))
+    # stopped mid-stream after 5 steps (buffer, features and generator in the checkpoint), then resumed
+    train_mod.main(tiny_cfg(fmnist_root, tmp_path, "run.name=split", "train.max_steps=5", "eval.datasets=[]", *SMALL))
     res = train_mod.main(tiny_cfg(fmnist_root, tmp_path, "run.name=split", *SMALL))
     assert losses(tmp_path / "minred" / "split") == straight
     assert res["fashion_mnist/knn_top1"] == ref["fashion_mnist/knn_top1"]
