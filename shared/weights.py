@@ -7,8 +7,6 @@ gets an error saying what to download and where to put it, not a bare ``URLError
 from __future__ import annotations
 
 import os
-import socket
-import urllib.error
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -33,7 +31,7 @@ def hub_state_dict(url: str, what: str | None = None, config_key: str | None = N
         return load_weights(cached)
     try:
         state = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False, weights_only=True)
-    except (urllib.error.URLError, socket.timeout, ConnectionError, OSError) as e:
+    except OSError as e:  # URLError, timeouts, refused connections, DNS failures
         if cached.is_file():  # a concurrent process finished the download
             return load_weights(cached)
         alt = f", or give its path as {config_key}=/path/to/{cached.name}" if config_key else ""

@@ -26,7 +26,7 @@ from shared.logging import MetricLogger, read_metrics
 from shared.loop import Loop
 from shared.run import start_run
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(300)  # a hang guard; the suite takes ~20 s of CPU
 
 # start_run's dist.set_deterministic calls torch.use_deterministic_algorithms, whose first call imports
 # torch._inductor (seconds of CPU): import it once here, not in every forked run

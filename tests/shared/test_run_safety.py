@@ -19,7 +19,7 @@ from shared.logging import MetricLogger, read_metrics
 from shared.loop import Loop
 from shared.run import ConfigChanged, RunFolderLocked, RunLock, start_run
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(300)
 
 BASE = """\
 run:
