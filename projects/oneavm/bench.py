@@ -40,22 +40,22 @@ def step_timing(cfg, device, batch: int, amp: str, channels_last: bool, warmup: 
             "tflops": t.tflops(flops), "percent_of_peak": t.percent_of_peak(flops, peak_tflops(device))}
 
 
-def loader_rate(cfg, workers: int, batches: int) -> float:
+def loader_rate(cfg, workers: int, batches: int, batch: int) -> float:
     import time
 
     from projects.oneavm.data import train_set
 
     ds = train_set(cfg)
-    dl = DataLoader(ds, batch_size=cfg.optim.batch_size, shuffle=True, num_workers=workers,
+    dl = DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers,
                     collate_fn=collate_skipping_bad, drop_last=True)
-    n, t0 = 0, None
-    for i, b in enumerate(dl):
-        if i == 1:
-            t0, n = time.perf_counter(), 0  # the first batch pays the worker start-up
+    it = iter(dl)
+    next(it)  # the first batch pays the worker start-up
+    n, t0 = 0, time.perf_counter()
+    for i, b in enumerate(it):
         n += len(b.get("index", []))
-        if i >= batches:
+        if i + 1 >= batches:
             break
-    return n / max(time.perf_counter() - t0, 1e-9) if t0 else float("nan")
+    return n / max(time.perf_counter() - t0, 1e-9)
 
 
 def main(argv=None) -> dict:
@@ -87,7 +87,7 @@ def main(argv=None) -> dict:
                                     duration=cfg.data.audio.n_samples / cfg.data.audio.sample_rate + 0.05)
             cfg.data.train.dir, cfg.data.train.list = "train", "demo_train.txt"
         cfg.data.root = str(root)
-        res["loader_clips_per_s"] = {f"{w}_workers": loader_rate(cfg, w, 3) for w in sorted({0, workers})}
+        res["loader_clips_per_s"] = {f"{w}_workers": loader_rate(cfg, w, 3, batch) for w in sorted({0, workers})}
     best = max(res["loader_clips_per_s"].values())
     res["loader_keeps_up_with_bf16_step"] = bool(best >= res["bf16_channels_last"]["clips_per_s"])
     print(json.dumps(res, indent=2))
