@@ -43,8 +43,9 @@ submit = $(PY) -m shared.launch --entry projects.$(1).train --config $(call cfg,
 	$(if $(PARTITION),--partition $(PARTITION)) $(if $(ACCOUNT),--account $(ACCOUNT)) $(overrides)
 # pytest's exit 5 ("no tests collected", e.g. a new project's empty folder or all tests deselected) is not a failure.
 pytest = $(PY) -m pytest $(1); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected ($(1))"; exit 0; fi; exit $$rc
-# End-to-end demo runs are marked e2e (pyproject.toml); `slow` is the older name of the same marker.
-FAST := -m 'not e2e and not slow'
+# test-fast leaves out the end-to-end demo runs (e2e), the heavy integration tests (slow) and the
+# multi-process ones (dist); the markers are registered in pyproject.toml. `make test` runs them all.
+FAST := -m 'not e2e and not slow and not dist'
 
 .PHONY: setup test test-fast lint report clean-venv
 .SECONDARY:

@@ -123,8 +123,31 @@ def _grids():
             for p in PROJECTS for g in sorted((REPO / "projects" / p / "configs" / "sweeps").glob("*.yaml"))]
 
 
+@pytest.fixture
+def yaml_files_read_once(monkeypatch):
+    """A grid loads one config per job (hundreds): parse each YAML file once (the files do not change
+    during the test; each load still gets its own copy). Parsing is 90 % of the time otherwise."""
+    import copy
+
+    from shared import config
+
+    read = getattr(config, "_read_yaml", None)
+    if read is None:
+        return
+    cache = {}
+
+    def once(path):
+        st = path.stat()
+        key = (str(path), st.st_mtime_ns, st.st_size)
+        if key not in cache:
+            cache[key] = read(path)
+        return copy.deepcopy(cache[key])
+
+    monkeypatch.setattr(config, "_read_yaml", once)
+
+
 @pytest.mark.parametrize("grid", _grids())
-def test_sweep_grid_expands(grid):
+def test_sweep_grid_expands(grid, yaml_files_read_once):
     from shared import sweep
 
     g = sweep.read_grid(grid)

@@ -8,6 +8,7 @@ from projects.accel_ssl.compression import Setting
 TINY = ["model.arch=vit_test", "method.hidden_dim=32", "method.out_dim=16", "method.bottleneck_dim=16"]
 
 
+@pytest.mark.slow
 def test_bench_measures_what_the_configs_run_and_both_branches():
     res = bench.main(["--methods", "mocov3", "--batch", "4", "--steps", "1", *TINY])
     r = res["results"]["mocov3"]
@@ -18,6 +19,7 @@ def test_bench_measures_what_the_configs_run_and_both_branches():
     assert r["full"]["gflops_per_img"] > 0 and r["full"]["trunk_gflops_per_img"] > 0
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_compiled_step_has_no_graph_break():
     """Dropout noise drawn before the step and cached device tables: dynamo traces the whole loss."""

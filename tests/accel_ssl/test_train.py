@@ -13,6 +13,7 @@ def losses(run):
     return [(m["step"], m["train/loss"]) for m in read_metrics(run) if "train/loss" in m]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["mocov3", "dino"])
 def test_resume_mid_run_reproduces_the_uninterrupted_run(method, fmnist_root, tmp_path):
     over = [f"compression.schedule={SCHED}"]

@@ -19,6 +19,7 @@ def losses(run_dir):
     return [(m["step"], m["train/loss"]) for m in read_metrics(run_dir) if "train/loss" in m]
 
 
+@pytest.mark.slow
 def test_tiny_run_writes_everything(tiny_root, tmp_path):
     cfg = tiny_cfg(tiny_root, tmp_path, "run.name=tiny")
     results = train_mod.main(cfg)
@@ -37,6 +38,7 @@ def test_tiny_run_writes_everything(tiny_root, tmp_path):
     assert [s for s, _ in losses(run)] == list(range(1, 9))
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_losses(tiny_root, tmp_path):
     over = ["optim.epochs=3", "eval.selection=last"]
     ref_cfg = tiny_cfg(tiny_root, tmp_path, "run.name=straight", *over)
@@ -72,6 +74,7 @@ def test_killed_run_resumes_to_the_same_losses(tiny_root, tmp_path):
     assert got == ref  # bit-identical on CPU
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tiny_root, tmp_path, monkeypatch):
     calls = {"n": 0}
     real = train_mod.mil_contrastive_loss
@@ -90,6 +93,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tiny_ro
     assert state["step"] == 2 and all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
+@pytest.mark.slow
 def test_too_many_unreadable_files_stop_the_run(tiny_root, tmp_path):
     import shutil
 

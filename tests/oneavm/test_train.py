@@ -13,6 +13,7 @@ def losses(run_dir, key="train/loss"):
     return [(m["step"], m[key]) for m in read_metrics(run_dir) if key in m]
 
 
+@pytest.mark.slow
 def test_resume_mid_run_reproduces_the_uninterrupted_run(tiny_root, tmp_path, monkeypatch):
     # batch 2: 4 steps in the one epoch, checkpoints every 2 steps; the crash comes at step 4, so the
     # restart resumes from the step-2 checkpoint in the middle of the epoch
@@ -41,6 +42,7 @@ def test_resume_mid_run_reproduces_the_uninterrupted_run(tiny_root, tmp_path, mo
     assert [v for _, v in got] == pytest.approx([v for _, v in ref], rel=1e-5, abs=1e-6)
 
 
+@pytest.mark.e2e
 @pytest.mark.timeout(240)
 def test_demo_pipeline_end_to_end_learns(tiny_root, tmp_path):
     cfg = tiny_cfg(tiny_root, tmp_path, "run.name=e2e", "optim.epochs=4", "optim.lr=1e-3")

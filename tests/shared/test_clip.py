@@ -139,6 +139,7 @@ def test_jit_archives_are_told_from_state_dicts(tmp_path):
     assert _is_jit_archive(tmp_path / "jit.pt") and not _is_jit_archive(tmp_path / "sd.pt")
 
 
+@pytest.mark.slow
 def test_demo_clip_cache_trains_once_per_recipe(tmp_path):
     """shared.clip.demo_clip: one cache file with its recipe; reused when the recipe matches,
     retrained when it changes; the weights load as the demo architecture (the demos' learning tests

@@ -29,6 +29,7 @@ def test_bad_config_fails_before_submission(cfg_file):
                      "step=2"])
 
 
+@pytest.mark.slow
 def test_local_job_timing_out_is_requeued_and_resumes(cfg_file, tmp_path):
     # 4 s limit, warned 1 s before: the job checkpoints (state on disk), is requeued, and continues
     job = launch.main(["--entry", "tests.shared.launch_target", "--config", str(cfg_file), "--cluster", "local",
