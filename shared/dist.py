@@ -169,6 +169,12 @@ def seed_all(seed: int, rank_offset: bool = True) -> None:
 
 
 def set_deterministic(on: bool) -> None:
+    if not on and not torch.are_deterministic_algorithms_enabled():
+        # the default: skip use_deterministic_algorithms, whose first call imports torch._inductor (~2 s)
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        return
     if on:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(on, warn_only=True)

@@ -289,12 +289,13 @@ class Loop:
         return False
 
     def finish(self) -> None:
-        """The final checkpoint (if the last step has none yet), then close the bar."""
+        """The final checkpoint (if the last step has none yet), then close the bar. The run folder's lock
+        is released by ``ctx.close()`` (or the process's exit)."""
         if self.step != self._last_saved and self.step > 0:
+            if self.logger is not None:
+                self.logger.log(self.step, {"budget/train_time_s": self.clock.read()})
             self.save()
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        if self.logger is not None:
-            self.logger.log(self.step, {"budget/train_time_s": self.clock.read()})
 

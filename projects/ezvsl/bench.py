@@ -18,13 +18,17 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from shared.amp import autocast
+from shared.benchmark import Timing, count_flops, peak_tflops, time_fn
 from shared.config import load_config
 from shared.data.robust import collate_skipping_bad
 from projects.ezvsl.losses import mil_contrastive_loss
 from projects.ezvsl.model import EZVSL
 
 
-def time_steps(device, batch: int, bf16: bool, channels_last: bool, steps: int, warmup: int, spec_frames: int) -> float:
+def time_steps(device, batch: int, bf16: bool, channels_last: bool, steps: int, warmup: int,
+               spec_frames: int) -> tuple[Timing, float]:
+    """The step's timing (median of ``steps`` repeats) and its FLOPs (FlopCounterMode)."""
     torch.manual_seed(0)
     model = EZVSL(512, None).to(device)
     if channels_last:
@@ -34,24 +38,18 @@ def time_steps(device, batch: int, bf16: bool, channels_last: bool, steps: int, 
     spec = torch.randn(batch, 1, 257, spec_frames, device=device)
     if channels_last:
         image = image.contiguous(memory_format=torch.channels_last)
+    amp = "bf16" if bf16 else "none"
 
     def step():
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        with autocast(device, amp):
             img, aud = model(image, spec)
         loss, _ = mil_contrastive_loss(img, aud, 0.03)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
-    for _ in range(warmup):
-        step()
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    sync()
-    t = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync()
-    return batch * steps / (time.perf_counter() - t)
+    timing = time_fn(step, device, warmup=warmup, repeats=steps)
+    return timing, count_flops(step)
 
 
 def loader_rate(cfg, workers: int, batches: int, batch: int) -> float:
@@ -83,11 +81,19 @@ def main(argv=None) -> dict:
     res = {"device": torch.cuda.get_device_name() if cuda else f"cpu ({torch.get_num_threads()} threads)",
            "batch": batch, "torch": torch.__version__}
     spec_frames = 200  # 3 s at 16 kHz
-    res["step_fp32_clips_s"] = time_steps(device, batch, False, False, steps, 2, spec_frames)
-    res["step_bf16_cl_clips_s"] = time_steps(device, batch, True, True, steps, 2, spec_frames)
-    res["step_speedup_bf16_cl"] = res["step_bf16_cl_clips_s"] / res["step_fp32_clips_s"]
-    print(f"[{res['device']}] train step, batch {batch}: fp32 {res['step_fp32_clips_s']:.1f} clips/s, "
-          f"bf16+channels_last {res['step_bf16_cl_clips_s']:.1f} clips/s -> {res['step_speedup_bf16_cl']:.2f}x")
+    fp32, flops = time_steps(device, batch, False, False, steps, 2, spec_frames)
+    bf16, _ = time_steps(device, batch, True, True, steps, 2, spec_frames)
+    peak = peak_tflops(device)
+    res["step_fp32_clips_s"], res["step_bf16_cl_clips_s"] = fp32.items_per_s(batch), bf16.items_per_s(batch)
+    res["step_speedup_bf16_cl"] = fp32.median / bf16.median
+    res["step_tflop"] = flops / 1e12
+    res["step_bf16_tflops_s"], res["step_bf16_pct_of_peak"] = bf16.tflops(flops), bf16.percent_of_peak(flops, peak)
+    res["noise_spread"] = {"fp32": fp32.spread, "bf16": bf16.spread}
+    pct = f", {res['step_bf16_pct_of_peak']:.0f} % of bf16 peak" if peak else ""
+    print(f"[{res['device']}] train step, batch {batch} (median of {steps}; spread fp32 {fp32.spread:.0%}, "
+          f"bf16 {bf16.spread:.0%}): fp32 {res['step_fp32_clips_s']:.1f} clips/s, bf16+channels_last "
+          f"{res['step_bf16_cl_clips_s']:.1f} clips/s -> {res['step_speedup_bf16_cl']:.2f}x; "
+          f"{bf16.tflops(flops):.2f} TFLOP/s{pct}")
 
     with tempfile.TemporaryDirectory() as tmp:
         root = a.data_root

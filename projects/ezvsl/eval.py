@@ -47,7 +47,7 @@ def load_for_eval(cfg, model: EZVSL) -> str:
             raise FileNotFoundError(f"no checkpoint in {ckpt_dir}; train first")
     else:
         path = which
-    model.load_state_dict(load_weights(path, key="model"))
+    model.load_state_dict(load_weights(path, key="model", project="ezvsl"))
     return str(path)
 
 

@@ -13,6 +13,7 @@ from torch import nn
 from torchvision.models import ResNet18_Weights, resnet18
 
 from shared.checkpoint import load_weights
+from shared.weights import torchvision_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -23,12 +24,13 @@ def resnet18_trunk(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return net.layer4(net.layer3(net.layer2(net.layer1(x))))
 
 
-def imagenet_resnet18(weights: str | None) -> nn.Module:
-    """ResNet-18 with ImageNet weights from ``weights``: 'torchvision' (the library's loader, needs
-    the network or its cache), a local state-dict file, or None for random initialisation."""
+def imagenet_resnet18(weights: str | None, config_key: str = "model.image_weights") -> nn.Module:
+    """ResNet-18 with ImageNet weights from ``weights``: 'torchvision' (the library's weights from its
+    cache, or downloaded when online; offline, the error says what to download and where), a local
+    state-dict file, or None for random initialisation."""
     net = resnet18()
     if weights == "torchvision":
-        net = resnet18(weights=ResNet18_Weights.IMAGENET1K_V1)
+        net.load_state_dict(torchvision_state_dict(ResNet18_Weights.IMAGENET1K_V1, config_key=config_key))
     elif weights:
         path = Path(weights).expanduser()
         state = load_weights(path)
@@ -82,7 +84,7 @@ class ObjectSaliency(nn.Module):
 
     def __init__(self, weights: str | None = None):
         super().__init__()
-        self.net = imagenet_resnet18(weights)
+        self.net = imagenet_resnet18(weights, config_key="model.ogl_weights")
         self.net.eval()
         self.requires_grad_(False)
 

@@ -3,7 +3,7 @@ import time
 
 import pytest
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader
 
 from shared.config import Config
 from shared.data.robust import BadSample, TooManyBadSamples, collate_skipping_bad
