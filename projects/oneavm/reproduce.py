@@ -85,7 +85,7 @@ def row(label: str, r: dict, cfg, prior: bool = False) -> str:
         task, m = cfg.eval.sets[name].task, r[name]
         if task == "localization":
             s = m["center_prior" if prior else "model"]
-            cells += [f"{100 * s['ciou_ap50']:.1f}", f"{100 * s['auc']:.1f}"]
+            cells += [f"{100 * s['ciou_ap50']:.1f}", f"{100 * s['auc']:.1f}", f"{100 * s['mean_ciou']:.1f}"]
         elif task == "separation":
             cells += ["-", "-", "-", f"{m['sdr_mix']:.2f}"] if prior else \
                 [f"{m['sdr']:.2f}", f"{m['sir']:.2f}", f"{m['sar']:.2f}", f"{m['sdr_mix']:.2f}"]
@@ -100,7 +100,7 @@ def table(cfg, rows: list[tuple[str, dict]]) -> str:
     head = ["model"]
     for name in cfg.eval.tasks:
         task = cfg.eval.sets[name].task
-        head += {"localization": [f"{name} AP50", f"{name} AUC"],
+        head += {"localization": [f"{name} AP50", "AUC", "mean cIoU"],
                  "separation": [f"{name} SDR", "SIR", "SAR", "mixture SDR"],
                  "recognition": [f"{name} CR-ACC audio", "CR-ACC visual", "IR-ACC a->v"]}[task]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

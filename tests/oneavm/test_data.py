@@ -105,3 +105,16 @@ def test_corrupt_media_is_a_bad_sample(tiny_root, tmp_path):
     (root / "train" / "frames" / "train_00003.jpg").unlink()
     with pytest.raises(DatasetError, match="1 of 8 ids have no frame or audio"):
         train_set(tiny_cfg(root, tmp_path))
+
+
+def test_segmentation_mask_ciou_hand_value(tmp_path):
+    from shared.metrics.localization import ciou
+
+    m = np.zeros((8, 8), np.uint8)
+    m[:, :2] = 1  # the object: the two left columns (16 px)
+    with open(tmp_path / "m.pkl", "wb") as f:
+        pickle.dump(m, f)
+    gt = mask_gt_map(tmp_path / "m.pkl", 8)
+    pred = np.tile(np.arange(8, 0, -1, dtype=float), (8, 1))  # brightest on the left: top half = 4 left columns
+    # P = 4 left columns (32 px): P*G = 16, |G| = 16, P outside G = 16 -> 16 / 32
+    assert ciou(pred, gt) == pytest.approx(0.5)
