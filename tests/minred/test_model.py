@@ -19,7 +19,7 @@ def test_simsiam_structure_matches_official():
     assert fc[0].bias is None and fc[3].bias is None and fc[0].in_features == 512 and fc[6].out_features == 512
     assert not fc[7].affine and fc[6].bias.requires_grad is False
     assert m.predictor[0].out_features == 128 and m.predictor[0].bias is None and m.predictor[3].bias is not None
-    assert all(float(b.bn2.weight.abs().sum()) == 0 for layer in (m.encoder.layer1, m.encoder.layer4) for b in layer)
+    assert all(float(b.bn2.weight.detach().abs().sum()) == 0 for layer in (m.encoder.layer1, m.encoder.layer4) for b in layer)
     r50 = SimSiam("resnet50")
     assert r50.encoder.fc[6].out_features == 2048 and r50.predictor[0].out_features == 512
     with pytest.raises(ValueError, match="model.arch"):
@@ -61,7 +61,12 @@ def test_lr_schedule_over_the_stream_and_fixed_predictor_lr():
 
 def test_build_model_from_every_config():
     import glob
+    built = {}
     for path in sorted(glob.glob("projects/minred/configs/*.yaml")):
-        cfg = load_config(path, ["model.pretrained=null"])
-        m = build_model(cfg)
+        cfg = load_config(path, ["model.pretrained=null"])  # every config loads (strict keys)
+        key = (cfg.model.arch, cfg.model.dim, cfg.model.pred_dim, cfg.model.small_input)
+        if key not in built:  # one build per distinct network
+            built[key] = build_model(cfg)
+        m = built[key]
         assert isinstance(m, SimSiam) and m.dim == (cfg.model.dim or {"resnet18": 512, "resnet50": 2048}[cfg.model.arch])
+    assert {k[0] for k in built} == {"resnet18", "resnet50"}
