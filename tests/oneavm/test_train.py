@@ -6,7 +6,7 @@ from shared.logging import read_metrics
 from projects.oneavm import train as train_mod
 from tests.oneavm.conftest import tiny_cfg
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(300)  # generous: the suite runs on shared 2-core machines
 
 
 def losses(run_dir, key="train/loss"):
@@ -43,7 +43,6 @@ def test_resume_mid_run_reproduces_the_uninterrupted_run(tiny_root, tmp_path, mo
 
 
 @pytest.mark.e2e
-@pytest.mark.timeout(240)
 def test_demo_pipeline_end_to_end_learns(tiny_root, tmp_path):
     cfg = tiny_cfg(tiny_root, tmp_path, "run.name=e2e", "optim.epochs=4", "optim.lr=1e-3")
     res = train_mod.main(cfg)
