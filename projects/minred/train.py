@@ -38,13 +38,16 @@ log = logging.getLogger(__name__)
 
 
 def build_model(cfg) -> SimSiam:
-    """The SimSiam network a config describes, randomly initialised (or from ``model.pretrained``)."""
+    """The SimSiam network a config describes, randomly initialised (``model.pretrained`` is loaded by
+    ``main`` at the start of a new run)."""
     m = cfg.model
-    model = SimSiam(m.arch, m.dim, m.pred_dim, m.small_input)
-    if m.pretrained:
-        sd = load_weights(m.pretrained, key="state_dict")
-        model.load_state_dict({k.removeprefix("module."): v for k, v in sd.items()})
-    return model
+    return SimSiam(m.arch, m.dim, m.pred_dim, m.small_input)
+
+
+def load_pretrained(model: SimSiam, path: str) -> None:
+    """The official checkpoint format: {'state_dict': DDP keys 'module.encoder...'}."""
+    sd = load_weights(path, key="state_dict")
+    model.load_state_dict({k.removeprefix("module."): v for k, v in sd.items()})
 
 
 def rank_stream(cfg, n: int, labels, rank: int, world: int, epoch: int = 0) -> list[int]:
@@ -108,7 +111,10 @@ def main(cfg) -> dict:
     ds, labels = data_mod.train_set(cfg)
     buf = build_stream_buffer(cfg, len(ds), labels, rank, world, device)
     total = len(buf)
-    model = build_model(cfg).to(device)
+    model = build_model(cfg)
+    if cfg.model.pretrained:  # the continual-ImageNet start; a resumed run then overwrites it from its checkpoint
+        load_pretrained(model, cfg.model.pretrained)
+    model = model.to(device)
     if world > 1 and device.type == "cuda" and cfg.model.sync_bn:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if device.type == "cuda" and cfg.model.channels_last:
