@@ -82,11 +82,44 @@ def table(rows: dict) -> str:
     return "\n".join(out)
 
 
+METRICS = {"nn_val_top1": "LOO 1-NN (val) top-1 %", "knn_top1": "k-NN (k 20) top-1 %", "linear_top1": "linear probe top-1 %"}
+PAPER = {"nn_val_top1": 50.1, "linear_top1": 72.0}  # official README, ViT-B/16 800 ep IN-1K (not this scale)
+
+
+def write_report(rows: dict, cfg, table: str) -> None:
+    """The shared results contract (projects/latent_mim/results/<table>.json), with the figure kept in
+    projects/latent_mim/assets/ so the committed table can link it."""
+    import shutil
+
+    from shared.report import write_results
+
+    out, figs = [], []
+    for name, r in rows.items():
+        for key, label in METRICS.items():
+            if key in r:
+                out.append({"method": name, "metric": label, "ours": 100 * r[key],
+                            "paper": PAPER.get(key) if name == "latent_mim" else None,
+                            "note": "paper: ViT-B/16, 800 IN-1K epochs" if name == "latent_mim" and key in PAPER else None})
+        if r.get("segmentation_figure") and Path(r["segmentation_figure"]).is_file():
+            dst = Path("projects/latent_mim/assets") / f"{table}_{name.split()[0].replace('_', '')}_segmentation.png"
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(r["segmentation_figure"], dst)
+            figs.append((str(dst), f"patch clusters (k={cfg.eval.segmentation_clusters}): {name}"))
+    o, m = cfg.optim, cfg.model
+    scale = (f"{cfg.data.dataset}, {cfg.data.train_subset or 'all'} train images, {o.epochs} epochs x batch "
+             f"{o.batch_size * o.accum_iter}, ViT {m.arch} (dim {m.dim}, depth {m.depth}), grid {m.grid_size}, gap "
+             f"{m.patch_gap}, {m.num_vis} visible; equal steps for the three methods; CPU")
+    write_results("latent_mim", table, out, scale=scale, command="python -m projects.latent_mim.reproduce",
+                  title="Latent MIM vs pixel MAE vs regression, frozen-feature probes", figures=figs)
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="projects/latent_mim/configs/demo.yaml")
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated of {list(VARIANTS)}")
     p.add_argument("--retrain", action="store_true")
+    p.add_argument("--no-report", action="store_true",
+                   help="do not write projects/latent_mim/results/<name>.json (the committed table) and its figures")
     p.add_argument("overrides", nargs="*")
     a = p.parse_args(argv)
     base = load_config(a.config, a.overrides)
@@ -117,6 +150,8 @@ def main(argv=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "demo_table.md").write_text(md + "\n")
     (out / "demo_results.json").write_text(json.dumps(rows, indent=2, default=str) + "\n")
+    if not a.no_report:
+        write_report(rows, cfg0, base.run.name)
     print("\n" + md + f"\n\nwritten to {out}/demo_table.md")
     return rows
 

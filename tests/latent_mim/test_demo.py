@@ -8,7 +8,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 def test_demo_pipeline_learns_and_writes_its_table(tmp_path, fmnist_root):
     root = tmp_path / "runs"
-    rows = reproduce(["--config", "projects/latent_mim/configs/test.yaml", "--variants", "latent_mim,regression",
+    rows = reproduce(["--config", "projects/latent_mim/configs/test.yaml", "--variants", "latent_mim,regression", "--no-report",
                       f"run.root={root}", f"data.root={fmnist_root}", "optim.epochs=6", "optim.blr=0.02",
                       "eval.segmentation_images=2", "eval.segmentation_clusters=2", "eval.linear_probe=true",
                       "eval.linear_probe_epochs=5"])
