@@ -40,4 +40,4 @@ def train_linear_probe(train_feats: torch.Tensor, train_labels: torch.Tensor, te
     head.eval()
     with torch.no_grad():
         acc = (head(test_feats.float()).argmax(1) == test_labels).float().mean().item()
-    return {"top1": acc, "final_train_loss": float(loss)}
+    return {"top1": acc, "final_train_loss": loss.item()}
