@@ -133,7 +133,10 @@ def check_shots_fit(cfg, ds) -> None:
 
 
 def run_name(cfg) -> str:
-    """A descriptive run name for sweeps: <dataset>_<method>[_<noise><rate>]_<loss>_<arch>_seed<s>."""
+    """A descriptive run name for sweeps: <dataset>_<method>[_<noise><rate>]_<loss>_<arch>_seed<s>.
+    shared.sweep calls it for every job while expanding a grid: the settings are validated there too,
+    before anything is submitted."""
+    validate_config(cfg)
     parts = [str(cfg.data.dataset), cfg.method]
     if cfg.method in ("coop", "linear_probe"):
         parts.append(f"{cfg.fewshot.noise_type}{cfg.fewshot.noise_rate:g}")

@@ -145,3 +145,12 @@ def test_build_model_from_a_config_alone():
     assert model(x).shape == (2, 47) and model(x).dtype == torch.float32
     demo = build_model(load_config("projects/ptnl/configs/demo.yaml", ["clip.pretrained=null"]))
     assert demo.prompt_learner.n_cls == 10
+
+
+def test_a_grid_with_a_bad_setting_fails_at_expansion(tmp_path):
+    from projects.ptnl.train import run_name
+
+    with pytest.raises(ValueError, match=r"in \[0, 1\)"):
+        run_name(load_config("projects/ptnl/configs/dtd.yaml", ["fewshot.noise_rate=1.5"]))
+    assert run_name(load_config("projects/ptnl/configs/dtd.yaml", ["fewshot.noise_rate=0.5", "loss.name=gce"])) == \
+        "DescribableTextures_coop_random0.5_gce0.7_RN50_seed1"
