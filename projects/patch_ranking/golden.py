@@ -133,7 +133,7 @@ def golden_ranking(model: nn.Module, images: torch.Tensor, cfg: GoldenConfig, la
     for step in range(cfg.steps):
         groups, per_image, n_cand = candidates(kept, blocks)
         cand_scores = torch.empty(n_cand)
-        for length, parts in groups.items():
+        for parts in groups.values():
             bi = torch.cat([p[0] for p in parts])
             rest = torch.cat([p[1] for p in parts])
             ci = torch.cat([p[2] for p in parts])
