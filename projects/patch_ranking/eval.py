@@ -7,6 +7,7 @@ ranking (``golden.test_images``; all of them by default). ``predictor+tokens`` /
 are the model with the Phase-III learned tokens.
 
     python -m projects.patch_ranking.eval --config ... [key=value ...]   # eval only, from a finished run folder
+    (rankings and predictor.pt are read from the run folder; the learned-token rows need the prompts phase)
 """
 from __future__ import annotations
 
