@@ -190,7 +190,8 @@ class Loop:
     def epoch_batches(self, loader: Iterable) -> Iterator:
         """The loader's batches until the epoch ends or the run's last step. Batches whose every item was
         unreadable (``batch["bad"]`` from ``collate_skipping_bad`` and no good item) are counted and
-        skipped; the position in the epoch still advances, so a resume lands on the same batch."""
+        skipped, on every rank at once when any rank's batch is empty (so DDP's collectives stay
+        matched); the position in the epoch still advances, so a resume lands on the same batch."""
         if self.done:
             return
         if self.pos == 0:
@@ -210,7 +211,7 @@ class Loop:
             if isinstance(batch, dict) and "bad" in batch:
                 good = len(batch.get("index", ())) if batch.get("index") is not None else 0
                 self.bad.update(good, batch["bad"])
-                if good == 0:
+                if self._fewest_on_any_rank(good) == 0:  # every rank skips together (DDP stays in step)
                     self._advance_position()
                     if self.epoch != start_epoch or self.done:
                         break
@@ -219,6 +220,13 @@ class Loop:
             if self.epoch != start_epoch or self.done:
                 break
         self.clock.stop()
+
+    def _fewest_on_any_rank(self, n: int) -> int:
+        if not dist.is_dist():
+            return n
+        t = torch.tensor([n], device=self.device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
+        return int(t.item())
 
     def _advance_position(self) -> None:
         self.pos += 1
