@@ -30,6 +30,9 @@ ARGS ?=
 # Per-project exceptions to the contract (keep this list short).
 # ptnl: reproduce.py runs the demo grid; a CONFIG is one training run of projects.ptnl.train.
 CONFIG_ENTRY_ptnl = projects.ptnl.train
+# latent_mim, minred: reproduce.py compares methods/buffers on the demo; a CONFIG is one pretraining run.
+CONFIG_ENTRY_latent_mim = projects.latent_mim.train
+CONFIG_ENTRY_minred = projects.minred.train
 # accel_ssl: a CONFIG runs that config and its _accel twin and prints the time-to-accuracy comparison.
 CONFIG_ARGS_accel_ssl = $(if $(wildcard projects/accel_ssl/configs/$(CONFIG)_accel.yaml),\
 	--accel-config projects/accel_ssl/configs/$(CONFIG)_accel.yaml)
