@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 # dense bf16 tensor-core peaks (TFLOP/s) by device-name fragment, for "% of peak"
@@ -68,10 +69,20 @@ def time_fn(fn: Callable[[], object], device: torch.device | str, warmup: int = 
 
 def count_flops(fn: Callable[[], object]) -> float:
     """FLOPs of one call of ``fn`` (forward and, if ``fn`` calls backward, backward), as torch counts them
-    (2 per multiply-add of matmuls and convolutions; attention through SDPA included)."""
+    (2 per multiply-add of matmuls and convolutions; attention included).
+
+    FlopCounterMode has no formula for the fused kernels that eval-mode ``nn.MultiheadAttention``
+    (its "fast path": the whole block, projections included, reads 0) and CPU SDPA use; the count runs
+    with the fast path off and SDPA's math backend, whose matmuls it does count. The arithmetic is the
+    same; only the kernels differ from a timed run."""
     counter = FlopCounterMode(display=False)
-    with counter:
-        fn()
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with sdpa_kernel([SDPBackend.MATH]), counter:
+            fn()
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
     return float(counter.get_total_flops())
 
 
