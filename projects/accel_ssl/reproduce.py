@@ -15,7 +15,7 @@ evaluation and checkpoints excluded) and the trunk FLOPs at the first evaluation
 the target. The targets are the full-length run's final k-NN minus 0, 1, 2 and 3 points; the
 speed-up at a target is the full run's time to it over the accelerated run's. Writes
 runs/accel_ssl/demo_table.md, demo_results.json, the accuracy-vs-training-time figure
-(projects/accel_ssl/assets/demo_knn_vs_time.png, also in TensorBoard under runs/accel_ssl/demo_report).
+(projects/accel_ssl/figures/demo_knn_vs_time.png, also in TensorBoard under runs/accel_ssl/demo_report).
 """
 from __future__ import annotations
 
@@ -31,14 +31,14 @@ from shared.logging import read_metrics
 from shared.metrics.knn import knn_accuracy
 from shared.run import run_dir_of
 from projects.accel_ssl.data import eval_sets, num_classes
-from projects.accel_ssl.evaluate import evaluate_encoder
+from projects.accel_ssl.eval import evaluate_encoder
 from projects.accel_ssl.train import build_model, main as train_main
 
 # compressed for the first 70 % of training, full length at the end (the shape the paper's analysis gives);
 # the accelerated run is given twice the epochs and evaluated along the way on the same step cadence.
 DEMO_SCHEDULE = "[{until: 0.7, patch: 8}, {until: 1.0}]"
 TARGET_OFFSETS = (0.0, 0.01, 0.02, 0.03)  # below the full-length run's final k-NN
-FIGURE = Path("projects/accel_ssl/assets/demo_knn_vs_time.png")
+FIGURE = Path("projects/accel_ssl/figures/demo_knn_vs_time.png")
 
 
 def random_init_knn(cfg) -> float:
@@ -122,7 +122,7 @@ def table(rows: dict, raw_knn: float | None) -> str:
     fmt_x = lambda v: f"{v:.2f}x" if v is not None else "not reached"
     for m, seeds in rows.items():
         rs = list(seeds.values())
-        rng = lambda key, sub: [r[sub][key] for r in rs]
+        rng = lambda key, sub, rs=rs: [r[sub][key] for r in rs]
         k = lambda xs: f"{100 * statistics.median(xs):.2f}" + (f" ({100 * min(xs):.1f}-{100 * max(xs):.1f})" if len(xs) > 1 else "")
         cells = []
         for i, _ in enumerate(TARGET_OFFSETS):

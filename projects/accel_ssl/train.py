@@ -29,7 +29,7 @@ from shared.run import RunContext, start_run
 from shared.schedules import cosine_ramp, linear_warmup_constant, warmup_then_decay
 from projects.accel_ssl.compression import Schedule
 from projects.accel_ssl.data import pretrain_set, view_sizes
-from projects.accel_ssl.evaluate import evaluate_encoder
+from projects.accel_ssl.eval import evaluate_encoder
 from projects.accel_ssl.frameworks import DINO, Framework, build_framework
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from shared.metrics.knn import knn_accuracy
 from shared.metrics.linear_probe import train_linear_probe
 from shared.run import run_dir_of
 from projects.latent_mim.data import dataset, num_classes
-from projects.latent_mim.evaluate import evaluate_encoder, leave_one_out_nn
+from projects.latent_mim.eval import evaluate_encoder, leave_one_out_nn
 from projects.latent_mim.segmentation import save_segmentations
 from projects.latent_mim.train import build_model, main as train_main
 
@@ -88,7 +88,7 @@ PAPER = {"nn_val_top1": 50.1, "linear_top1": 72.0}  # official README, ViT-B/16 
 
 def write_report(rows: dict, cfg, table: str) -> None:
     """The shared results contract (projects/latent_mim/results/<table>.json), with the figure kept in
-    projects/latent_mim/assets/ so the committed table can link it."""
+    projects/latent_mim/figures/ so the committed table can link it."""
     import shutil
 
     from shared.report import write_results
@@ -101,7 +101,7 @@ def write_report(rows: dict, cfg, table: str) -> None:
                             "paper": PAPER.get(key) if name == "latent_mim" else None,
                             "note": "paper: ViT-B/16, 800 IN-1K epochs" if name == "latent_mim" and key in PAPER else None})
         if r.get("segmentation_figure") and Path(r["segmentation_figure"]).is_file():
-            dst = Path("projects/latent_mim/assets") / f"{table}_{name.split()[0].replace('_', '')}_segmentation.png"
+            dst = Path("projects/latent_mim/figures") / f"{table}_{name.split()[0].replace('_', '')}_segmentation.png"
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(r["segmentation_figure"], dst)
             figs.append((str(dst), f"patch clusters (k={cfg.eval.segmentation_clusters}): {name}"))

@@ -28,7 +28,7 @@ from shared.loop import Loop
 from shared.run import start_run
 from projects.latent_mim import model as model_lib
 from projects.latent_mim.data import dataset
-from projects.latent_mim.evaluate import evaluate_encoder
+from projects.latent_mim.eval import evaluate_encoder
 from projects.latent_mim.optim import build_optimizer, lr_at, momentum_at, peak_lr, sim_target_at
 
 log = logging.getLogger(__name__)

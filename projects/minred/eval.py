@@ -19,7 +19,7 @@ import torch
 
 from shared.config import load_config
 from shared.run import run_dir_of
-from projects.minred.evaluate import continual_metrics, evaluate_backbone
+from projects.minred.probes import continual_metrics, evaluate_backbone
 from projects.minred.train import build_model, eval_sets
 
 

@@ -24,7 +24,7 @@ import torch
 from shared.config import load_config
 from shared.run import run_dir_of
 from projects.minred.data import eval_sets
-from projects.minred.evaluate import evaluate_backbone, evaluate_features
+from projects.minred.probes import evaluate_backbone, evaluate_features
 from projects.minred.train import build_model, eval_sets as train_eval_sets
 from projects.minred.train import main as train_main
 

@@ -30,7 +30,7 @@ from shared.loop import Loop
 from shared.run import start_run
 from projects.minred import data as data_mod
 from projects.minred.buffer import build_buffer
-from projects.minred.evaluate import evaluate_backbone
+from projects.minred.probes import evaluate_backbone
 from projects.minred.model import SimSiam, build_optimizer, learning_rate, set_lr, simsiam_loss
 from projects.minred import streams
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from projects.minred.evaluate import LARC, continual_metrics, lars_linear_probe
+from projects.minred.probes import LARC, continual_metrics, lars_linear_probe
 
 pytestmark = pytest.mark.timeout(60)
 
