@@ -29,10 +29,10 @@ NAMES = {"none": "unpruned", "golden": "golden ranking (oracle)", "predictor": "
 
 def prepare_demo(cfg) -> dict:
     from shared.clip.demo_clip import ensure_demo_clip
-    from projects.patch_ranking.demo_data import write_fashion_mnist_coop
+    from shared.clip.demo_data import write_fashion_mnist_coop
 
     t = time.time()
-    write_fashion_mnist_coop(cfg.data.root)
+    write_fashion_mnist_coop(cfg.data.root, n_train=200, n_val=10, n_test=100)   # per class: 2,000 / 100 / 1,000
     ensure_demo_clip(cfg.clip.pretrained)
     return {"prepare_s": time.time() - t}
 

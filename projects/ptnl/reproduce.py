@@ -32,11 +32,11 @@ FIGURES = Path(__file__).parent / "figures"
 def prepare_demo(cfg, n_train: int, n_val: int, n_test: int, clip_recipe: dict | None = None) -> dict:
     """Writes the few-shot dataset and makes sure the demo CLIP cache (``cfg.clip.pretrained``) holds a
     model trained with ``shared.clip.demo_clip.RECIPE`` updated by ``clip_recipe``."""
-    from projects.ptnl.demo_data import write_fewshot_dataset
+    from shared.clip.demo_data import write_fashion_mnist_coop
     from shared.clip.demo_clip import RECIPE, cached_recipe, ensure_demo_clip
 
     t = time.time()
-    write_fewshot_dataset(cfg.data.root, n_train, n_val, n_test)
+    write_fashion_mnist_coop(cfg.data.root, n_train, n_val, n_test)
     info = {"data_s": time.time() - t}
     recipe = dict(clip_recipe or {})
     weights = Path(cfg.clip.pretrained)

@@ -178,3 +178,44 @@ def test_demo_clip_default_path_follows_env(monkeypatch, tmp_path):
     assert demo_clip.default_path() == tmp_path / "x.pt"
     monkeypatch.delenv(demo_clip.CACHE_ENV)
     assert demo_clip.default_path() == demo_clip.REPO_ROOT / "data" / "demo_clip" / "demo-clip-fmnist.pt"
+
+
+def test_demo_fashion_mnist_in_coop_layout(tmp_path):
+    """shared.clip.demo_data: the demos' dataset is real Fashion-MNIST pixels in CoOp's layout, read by the
+    CoOp loader; train/val come after the demo CLIP's pre-training images, test from the test split."""
+    from PIL import Image
+
+    from shared.clip.demo_clip import CLASSNAMES, PRETRAIN_RANGE
+    from shared.clip.demo_data import DATASET_DIR, IMAGE_DIR, SPLIT_FILE, write_fashion_mnist_coop
+    from shared.data import fashion_mnist
+
+    if fashion_mnist.find_root() is None:
+        pytest.skip(fashion_mnist.HOW_TO_GET)
+    ddir = write_fashion_mnist_coop(tmp_path, 3, 2, 1)
+    assert ddir == tmp_path / DATASET_DIR
+    ds = D.load_dataset("FashionMNIST", tmp_path, dataset_dir=DATASET_DIR, image_dir=IMAGE_DIR, split_file=SPLIT_FILE)
+    assert (len(ds.train), len(ds.val), len(ds.test)) == (30, 20, 10)
+    assert ds.classnames == [c.replace("_", " ") for c in CLASSNAMES]
+    tr_x, tr_y = fashion_mnist.load("train")
+    te_x, te_y = fashion_mnist.load("test")
+    split = json.loads((ddir / SPLIT_FILE).read_text())
+    ids = {s: [int(rel.rsplit("_", 1)[1][:-4]) for rel, _, _ in split[s]] for s in split}
+    assert min(ids["train"] + ids["val"]) >= PRETRAIN_RANGE[1]
+    for c in range(len(CLASSNAMES)):                 # per class: the first 3 images after the range, then 2 for val
+        first = PRETRAIN_RANGE[1] + np.flatnonzero(tr_y[PRETRAIN_RANGE[1]:] == c)[:5]
+        assert [i for i, (_, lab, _) in zip(ids["train"], split["train"]) if lab == c] == first[:3].tolist()
+        assert [i for i, (_, lab, _) in zip(ids["val"], split["val"]) if lab == c] == first[3:].tolist()
+        assert [i for i, (_, lab, _) in zip(ids["test"], split["test"]) if lab == c] == \
+            np.flatnonzero(te_y == c)[:1].tolist()
+    for (rel, lab, _), i in zip(split["val"], ids["val"]):
+        assert tr_y[i] == lab
+        assert np.array_equal(np.asarray(Image.open(ddir / IMAGE_DIR / rel)), tr_x[i])
+    rel, lab, _ = split["test"][0]
+    assert np.array_equal(np.asarray(Image.open(ddir / IMAGE_DIR / rel)), te_x[ids["test"][0]])
+    stamp = (ddir / SPLIT_FILE).stat().st_mtime_ns
+    write_fashion_mnist_coop(tmp_path, 3, 2, 1)
+    assert (ddir / SPLIT_FILE).stat().st_mtime_ns == stamp            # same sizes: kept as it is
+    write_fashion_mnist_coop(tmp_path, 4, 2, 1)
+    assert len(json.loads((ddir / SPLIT_FILE).read_text())["train"]) == 40
+    with pytest.raises(ValueError, match="only .* test images"):
+        write_fashion_mnist_coop(tmp_path / "big", 1, 1, 5000)

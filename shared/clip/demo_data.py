@@ -1,8 +1,13 @@
-"""The demo's dataset: real Fashion-MNIST images written in CoOp's on-disk layout,
-``<root>/fashion_mnist/images/<class>/<id>.png`` + ``split_zhou_FashionMNIST.json`` (official split
-format), read by the same loader as CoOp's datasets. Train/val images come from Fashion-MNIST train
-images 50000.. (disjoint from the 50,000 the shared demo CLIP was pre-trained on,
-``shared.clip.demo_clip.PRETRAIN_RANGE``), test images from its test split."""
+"""The CLIP demos' few-shot dataset: real Fashion-MNIST images (found offline by
+``shared.data.fashion_mnist``) written in CoOp's on-disk layout, ``<root>/fashion_mnist/images/<class>/<id>.png``
++ ``split_zhou_FashionMNIST.json`` (the official split format), so the demos read it with the same loader
+as CoOp's datasets (``shared.clip.datasets``: ``dataset_dir=fashion_mnist``, ``image_dir=images``).
+
+Train images come from Fashion-MNIST train images 50000.. and val images right after them per class, so
+both are disjoint from the images the shared demo CLIP was pre-trained on
+(``shared.clip.demo_clip.PRETRAIN_RANGE``); test images come from Fashion-MNIST's test split. Used by
+the PTNL and Patch Ranking demos.
+"""
 from __future__ import annotations
 
 import json
@@ -15,14 +20,17 @@ from shared.checkpoint import atomic_write_text
 from shared.clip.demo_clip import CLASSNAMES, PRETRAIN_RANGE
 from shared.data import fashion_mnist
 
+DATASET_DIR = "fashion_mnist"
+IMAGE_DIR = "images"
 SPLIT_FILE = "split_zhou_FashionMNIST.json"
 
 
-def write_fashion_mnist_coop(root: str | Path, n_train: int = 200, n_val: int = 10, n_test: int = 100,
+def write_fashion_mnist_coop(root: str | Path, n_train: int, n_val: int, n_test: int,
                              data_root: str | None = None) -> Path:
-    """Per class n_train / n_val / n_test images; returns the dataset folder. An existing dataset with
-    the same sizes is kept as it is."""
-    ddir = Path(root) / "fashion_mnist"
+    """Write per class n_train / n_val / n_test images under ``<root>/fashion_mnist``; returns that folder.
+    A dataset already there with the same sizes is kept as it is (images already on disk are not
+    rewritten). ``data_root``: where to look for Fashion-MNIST's idx files (default: shared.data.fashion_mnist)."""
+    ddir = Path(root) / DATASET_DIR
     split_path = ddir / SPLIT_FILE
     sizes = {"train": n_train, "val": n_val, "test": n_test}
     if split_path.is_file():
@@ -43,7 +51,7 @@ def write_fashion_mnist_coop(root: str | Path, n_train: int = 200, n_val: int = 
                 raise ValueError(f"Fashion-MNIST has only {len(idx)} {which} images of {name}")
             for i in idx:
                 rel = f"{name}/{'test' if which == 'test' else 'train'}_{offset + int(i):05d}.png"
-                path = ddir / "images" / rel
+                path = ddir / IMAGE_DIR / rel
                 if not path.is_file():
                     path.parent.mkdir(parents=True, exist_ok=True)
                     Image.fromarray(x[i], mode="L").save(path)
