@@ -34,6 +34,13 @@ def prepare_demo(cfg, n_train: int, n_test: int) -> None:
     make_tuxpaint_av(cfg.data.root, n_train=n_train, n_test=n_test, n_duet=max(8, n_test // 2),
                      n_pairs=n_test, size=2 * cfg.data.image_size,
                      duration=cfg.data.audio.n_samples / cfg.data.audio.sample_rate + 0.05, seed=cfg.run.seed)
+    weights = cfg.model.image_weights
+    if weights and weights != "torchvision" and not Path(weights).is_file():
+        # the demo's stand-in for ImageNet: a classifier of the object pictures (pretrain_demo.py)
+        from projects.oneavm.pretrain_demo import pretrain
+
+        info = pretrain(Path(weights).parent, weights, image_size=cfg.data.image_size, seed=cfg.run.seed)
+        print(f"pretrained the demo image encoder: object-class accuracy {100 * info['val_accuracy']:.1f}% -> {weights}")
 
 
 def untrained(cfg) -> dict:
@@ -116,8 +123,8 @@ def main(argv=None) -> dict:
     p.add_argument("--no-ablations", action="store_true")
     p.add_argument("--jobs", type=int, default=1, help="train the full model and the ablations as this many "
                    "parallel processes (each a plain `python -m projects.oneavm.train` run)")
-    p.add_argument("--n-train", type=int, default=96, help="demo: training clips to compose")
-    p.add_argument("--n-test", type=int, default=24, help="demo: test clips (and separation pairs)")
+    p.add_argument("--n-train", type=int, default=384, help="demo: training clips to compose")
+    p.add_argument("--n-test", type=int, default=48, help="demo: test clips (and separation pairs)")
     p.add_argument("overrides", nargs="*")
     a = p.parse_args(argv)
     cfg = load_config(a.config, a.overrides)

@@ -1,0 +1,92 @@
+"""The demo's stand-in for ImageNet pre-training of the image encoder.
+
+OneAVM's ResNet-18 starts from ImageNet weights; none can be downloaded here, and from random weights
+the demo's few hundred clips do not teach the image encoder what an object is (it solves the
+contrastive task from background colour and layout instead). As the EZ-VSL demo does, we pretrain the
+ResNet-18 as a classifier of the demo's object classes, on single-object pictures composed from the
+same Tux Paint stamps (``shared.data.tuxpaint.make_object_pictures``), and save a torchvision-style
+state dict that the demo config loads through ``model.image_weights`` (the ``fc.`` head is dropped).
+Only pictures are used: no sounds, no test frames, no boxes.
+
+    python -m projects.oneavm.pretrain_demo --root data/oneavm_demo_objects --out data/oneavm_demo_objects/resnet18.pth
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from torchvision import datasets, transforms
+from torchvision.models import resnet18
+
+from shared.checkpoint import atomic_torch_save
+from shared.data.tuxpaint import make_object_pictures
+from shared.logging import progress
+from projects.oneavm.data import IMAGENET_MEAN, IMAGENET_STD
+
+
+def pretrain(root: str | Path, out: str | Path, image_size: int = 112, n_per_class: int = 60, epochs: int = 4,
+             batch_size: int = 32, lr: float = 1e-3, seed: int = 0) -> dict:
+    """Train the classifier on ``<root>/objects`` (made if absent) and save it to ``out``; an existing
+    ``out`` with its ``.json`` report is kept and its report returned."""
+    out = Path(out)
+    report = out.with_suffix(".json")
+    if out.is_file() and report.is_file():
+        return json.loads(report.read_text())
+    torch.manual_seed(seed)
+    objects = make_object_pictures(root, n_per_class=n_per_class, size=image_size, seed=seed)
+    norm = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+    tf = transforms.Compose([
+        transforms.RandomResizedCrop(image_size, scale=(0.5, 1.0), interpolation=transforms.InterpolationMode.BICUBIC),
+        transforms.RandomHorizontalFlip(), transforms.ToTensor(), norm])
+    ds = datasets.ImageFolder(str(objects), transform=tf)
+    val_tf = transforms.Compose([transforms.ToTensor(), norm])
+    n_val = max(len(ds.classes), len(ds) // 10)
+    perm = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed)).tolist()
+    train_ds = torch.utils.data.Subset(ds, perm[n_val:])
+    val_ds = torch.utils.data.Subset(datasets.ImageFolder(str(objects), transform=val_tf), perm[:n_val])
+    loader = DataLoader(train_ds, batch_size=batch_size, shuffle=True, num_workers=0, drop_last=True)
+    if len(loader) == 0:
+        raise ValueError(f"{objects}: {len(train_ds)} training pictures, fewer than one batch of {batch_size}")
+    net = resnet18(num_classes=len(ds.classes))
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * len(loader), pct_start=0.2)
+    for epoch in range(epochs):
+        net.train()
+        for x, y in progress(loader, desc=f"pretrain {epoch + 1}/{epochs}"):
+            loss = F.cross_entropy(net(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    net.eval()
+    correct = 0
+    with torch.no_grad():
+        for x, y in DataLoader(val_ds, batch_size=64):
+            correct += (net(x).argmax(1) == y).sum().item()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_torch_save(net.state_dict(), out)
+    info = {"val_accuracy": correct / len(val_ds), "n_val": len(val_ds), "n_train": len(train_ds),
+            "classes": ds.classes, "image_size": image_size, "epochs": epochs, "path": str(out)}
+    report.write_text(json.dumps(info, indent=1) + "\n")
+    return info
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", required=True, help="folder for the object pictures (objects/<class>/*.jpg)")
+    p.add_argument("--out", required=True, help="the state dict to write")
+    p.add_argument("--image-size", type=int, default=112)
+    p.add_argument("--n-per-class", type=int, default=60)
+    p.add_argument("--epochs", type=int, default=4)
+    a = p.parse_args(argv)
+    info = pretrain(a.root, a.out, a.image_size, a.n_per_class, a.epochs)
+    print(info)
+    return info
+
+
+if __name__ == "__main__":
+    main()
