@@ -135,7 +135,7 @@ def recognition(model, ds, cfg, device, fe) -> dict:
     return {"cr_acc_audio": loo_1nn(aud), "cr_acc_visual": loo_1nn(vis),
             "ir_acc_audio_to_image": float((s.argmax(0) == target).float().mean()),
             "ir_acc_image_to_audio": float((s.argmax(1) == target).float().mean()),
-            "chance_cr": float(((counts * (counts - 1)).sum() / (n * (n - 1)))),  # a random other clip's class matches
+            "chance_cr": float((counts * (counts - 1)).sum() / (n * (n - 1))),  # a random other clip's class matches
             "chance_ir": 1.0 / n, "n": n}
 
 

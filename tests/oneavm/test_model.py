@@ -65,7 +65,6 @@ def test_each_objective_reaches_exactly_its_parameters(tmp_path):
                    "sep_visual": True, "unet": True, "synth": True}
     both, out = _grads(cfg, 1.0, 1.0, 1.0)
     assert all(both.values()) and set(out) == {"loss", "loss/loc", "loss/sep", "loss/mix"}
-    w = cfg.loss
     assert out["loss"].item() == pytest.approx((out["loss/loc"] + out["loss/sep"] + out["loss/mix"]).item(), rel=1e-5)
 
 
