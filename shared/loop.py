@@ -112,6 +112,7 @@ class Loop:
         self._bar = None
         self._last_saved = -1
         self._rate_t0, self._rate_step = None, 0
+        self._logged_time = 0.0
 
     # -- what is saved -------------------------------------------------------------------------
     def register(self, **objects) -> None:
@@ -139,7 +140,7 @@ class Loop:
             o.load_state_dict(state[n])
         s = state["loop"]
         self.step, self.epoch, self.pos = int(s["step"]), int(s["epoch"]), int(s["pos"])
-        self.clock.total = float(s["train_time"])
+        self.clock.total = self._logged_time = float(s["train_time"])
         self.vars.update(s["vars"])
         self.bad.load_state_dict(s["bad"])
         rngs = s.get("rng_per_rank") or []
@@ -260,7 +261,7 @@ class Loop:
                     out["perf/samples_per_s"] = rate * self.samples_per_step
             self._rate_t0, self._rate_step = now, self.step
             out["train/epoch"] = self.step / self.steps_per_epoch
-            out["budget/train_time_s"] = self.clock.read()
+            out["budget/train_time_s"] = self._logged_time = self.clock.read()
             self.log(out)
 
     def log(self, metrics: dict, step: int | None = None) -> None:
@@ -299,9 +300,9 @@ class Loop:
     def finish(self) -> None:
         """The final checkpoint (if the last step has none yet), then close the bar. The run folder's lock
         is released by ``ctx.close()`` (or the process's exit)."""
+        if self.logger is not None and self.clock.read() != self._logged_time:
+            self.log({"budget/train_time_s": self.clock.read()})  # the final figure (none on a re-run)
         if self.step != self._last_saved and self.step > 0:
-            if self.logger is not None:
-                self.logger.log(self.step, {"budget/train_time_s": self.clock.read()})
             self.save()
         if self._bar is not None:
             self._bar.close()
