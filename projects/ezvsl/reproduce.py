@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from shared import dist
 from shared.config import load_config
@@ -68,8 +69,6 @@ def table(results: dict, untrained: dict) -> str:
 def figures(cfg, out_dir: Path) -> list[dict]:
     """AP50 of model selection per epoch (the headline curve) and the test heatmap grid, copied to the
     project's figures folder when this is the demo."""
-    import shutil
-
     from shared.logging import read_metrics
     from shared.report import plot_xy, series
 
@@ -88,9 +87,10 @@ def figures(cfg, out_dir: Path) -> list[dict]:
         out.append({"path": str(path), "caption": "model-selection AP50 after each epoch"})
     for name in cfg.eval.test_sets[:1]:
         src = run_dir / "viz" / f"{name}_heatmaps.png"
-        if src.is_file():
-            dst = out_dir / f"{cfg.run.name}_{name}_heatmaps.png"
-            shutil.copyfile(src, dst)
+        if src.is_file():  # a JPEG copy: the PNG grid is ~1 MB
+            dst = out_dir / f"{cfg.run.name}_test_heatmaps.jpg"
+            out_dir.mkdir(parents=True, exist_ok=True)
+            Image.open(src).convert("RGB").save(dst, quality=85)
             out.append({"path": str(dst), "caption": f"{name}: frame + box, AV, OGL, AV+OGL heatmaps"})
     return out
 
