@@ -1,31 +1,13 @@
-import gzip
-
-import numpy as np
 import pytest
 
 from shared.config import load_config
-
-
-def write_idx(path, arr: np.ndarray) -> None:
-    header = (0x0800 | arr.ndim).to_bytes(4, "big") + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + arr.astype(np.uint8).tobytes())
+from tests.fmnist_blobs import write_blob_fmnist
 
 
 @pytest.fixture(scope="session")
 def fmnist_root(tmp_path_factory):
     """A small set in Fashion-MNIST's idx format: 10 classes of 28x28 blobs at class-specific places."""
-    root = tmp_path_factory.mktemp("fmnist")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 320), ("t10k", 80)):
-        labels = np.arange(n) % 10
-        images = rng.integers(0, 40, size=(n, 28, 28))
-        for i, c in enumerate(labels):
-            r, col = divmod(int(c), 5)
-            images[i, 4 + 12 * r: 12 + 12 * r, 1 + 5 * col: 6 + 5 * col] += 200
-        write_idx(root / f"{split}-images-idx3-ubyte.gz", np.clip(images, 0, 255))
-        write_idx(root / f"{split}-labels-idx1-ubyte.gz", labels)
-    return root
+    return write_blob_fmnist(tmp_path_factory.mktemp("fmnist"))
 
 
 def tiny_cfg(method: str, root, run_root, *extra):
