@@ -23,6 +23,7 @@ import signal
 import sys
 import threading
 import time
+import types
 from pathlib import Path
 
 import submitit
@@ -136,12 +137,22 @@ def build_parser(entry: str | None = None) -> argparse.ArgumentParser:
     return p
 
 
+def _cancel_local_job(job, check: bool = True) -> None:  # noqa: ARG001 (submitit's signature)
+    if job._process is not None and job._process.poll() is None:
+        job._process.send_signal(signal.SIGTERM)
+
+
 def submit(args: argparse.Namespace) -> submitit.Job:
     cfg = load_config(args.config, args.overrides)  # fail here, not on the cluster, on a bad config
     run_dir = Path(cfg.run.root) / cfg.run.project / cfg.run.name
     folder = Path(args.log_dir) if args.log_dir else run_dir / "submitit"
     executor = make_executor(args, folder, f"{cfg.run.project}-{cfg.run.name}")
     job = executor.submit(Job(args.entry, os.path.abspath(args.config), args.overrides))
+    if args.cluster == "local":
+        # submitit's LocalJob.cancel sends SIGINT to the controller, which a process started in the
+        # background (nohup, `&`, many CI runners) inherits as ignored: the job would go on. Cancel with
+        # SIGTERM instead, the signal `kill <job id>` sends, which the controller always forwards.
+        job.cancel = types.MethodType(_cancel_local_job, job)
     stop = f"kill {job.job_id}" if args.cluster == "local" else f"scancel {job.job_id}" if args.cluster == "slurm" else ""
     print(f"submitted job {job.job_id} ({args.cluster}); logs in {folder}/{job.job_id}"
           + (f"; stop it with: {stop}" if stop else ""), flush=True)
