@@ -51,7 +51,7 @@ def lr_at_epoch(epoch: int, cfg) -> float:
 
 def _config_classnames(cfg) -> list[str]:
     """Class names when no dataset is at hand (building a config's model for a check): the demo's and
-    the synthetic set's are known; a CoOp dataset gets placeholder names, one per class of its spec
+    the synthetic set's are known; a CoOp dataset gets generic names ("class 0", ...), one per class of its spec
     (the prompt learner's shapes and trainable part do not depend on the words)."""
     from shared.clip import demo_clip, synthetic
 
