@@ -11,16 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
 from shared.data import fashion_mnist
-from shared.data.audio import MediaError
-from shared.data.image_datasets import ArrayImages, FolderImages, seeded
-from shared.data.images import load_image
+from shared.data.image_datasets import ArrayImages, FolderImages, ImageList
 from shared.data.index import require_dir
-from shared.data.robust import BadSample
 from shared.data.ssl_augment import IMAGENET_MEAN, IMAGENET_STD
 
 FMNIST_MEAN, FMNIST_STD = (0.2860,), (0.3530,)
@@ -66,23 +62,6 @@ def eval_transform(cfg):
     return T.Compose([*resize, T.ToTensor(), T.Normalize(mean, std)])
 
 
-class ListImages(Dataset):
-    """(path, label) pairs; unreadable images come back as BadSample."""
-
-    def __init__(self, samples: list[tuple[str, int]], transform):
-        self.samples, self.transform = samples, transform
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, item):
-        idx, seed = item if isinstance(item, tuple) else (item, None)
-        path, label = self.samples[idx]
-        try:
-            img = load_image(path)
-        except (MediaError, FileNotFoundError) as e:
-            return BadSample(str(path), str(e))
-        return {"views": seeded(self.transform, img, seed), "label": torch.tensor(label), "index": idx}
 
 
 def devkit_ids(root: Path) -> dict[str, int]:
@@ -137,7 +116,7 @@ def _imagenet_split(cfg, split: str, transform) -> Dataset:
         to_label = {w: i for i, w in enumerate(sorted({w for _, w in samples}))}
     else:
         raise ValueError(f"data.label_order must be sorted or devkit, got {cfg.data.label_order!r}")
-    return ListImages([(p, to_label[w]) for p, w in samples if w in to_label], transform)
+    return ImageList([(p, to_label[w]) for p, w in samples if w in to_label], transform)
 
 
 def _subset(n: int, size, seed: int) -> np.ndarray:
@@ -149,7 +128,7 @@ def _subset(n: int, size, seed: int) -> np.ndarray:
 def _take(ds, keep: np.ndarray):
     if isinstance(ds, ArrayImages):
         return ArrayImages(ds.images[keep], ds.labels.numpy()[keep], ds.transform)
-    return ListImages([ds.samples[i] for i in keep], ds.transform)
+    return ImageList([ds.samples[i] for i in keep], ds.transform)
 
 
 def dataset(cfg, split: str, train_aug: bool, size=None, seed_offset: int = 0) -> Dataset:

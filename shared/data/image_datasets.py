@@ -43,18 +43,11 @@ class ArrayImages(Dataset):
         return {"views": seeded(self.transform, img, seed), "label": self.labels[idx], "index": idx}
 
 
-class FolderImages(Dataset):
-    """<root>/<class>/<image>; classes sorted; unreadable images come back as BadSample."""
+class ImageList(Dataset):
+    """(path, label) pairs; unreadable images come back as BadSample."""
 
-    EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".JPEG")
-
-    def __init__(self, root: str | Path, transform: Callable, how_to_get: str = ""):
-        from torchvision.datasets.folder import find_classes, make_dataset
-
-        root = require_dir(root, "image folder", how_to_get)
-        self.classes, class_to_idx = find_classes(str(root))
-        self.samples = make_dataset(str(root), class_to_idx, extensions=self.EXT)
-        self.transform = transform
+    def __init__(self, samples: list[tuple[str, int]], transform: Callable):
+        self.samples, self.transform = samples, transform
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -67,3 +60,16 @@ class FolderImages(Dataset):
         except (MediaError, FileNotFoundError) as e:
             return BadSample(str(path), str(e))
         return {"views": seeded(self.transform, img, seed), "label": torch.tensor(label), "index": idx}
+
+
+class FolderImages(ImageList):
+    """<root>/<class>/<image>; classes sorted; unreadable images come back as BadSample."""
+
+    EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".JPEG")
+
+    def __init__(self, root: str | Path, transform: Callable, how_to_get: str = ""):
+        from torchvision.datasets.folder import find_classes, make_dataset
+
+        root = require_dir(root, "image folder", how_to_get)
+        self.classes, class_to_idx = find_classes(str(root))
+        super().__init__(make_dataset(str(root), class_to_idx, extensions=self.EXT), transform)
