@@ -58,12 +58,12 @@ def run(arch: str, batch: int, keep: float, layer: int, repeats: int, device: to
     out = {"arch": arch, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
            "batch": batch, "layer": layer, "kept_patches": k, "patches": n, "amp": amp if device.type == "cuda" else "fp32"}
     for name, fn in cases.items():
-        flops = count_encoder_flops(clip, lambda: fn(x[:1]))
+        flops = count_encoder_flops(lambda: fn(x[:1]))
         t = timed(lambda: fn(x))
         out[name] = {"gflops_per_image": flops / 1e9, "seconds_per_batch": t.median, "spread": t.spread,
                      "images_per_s": t.items_per_s(batch), "tflops": t.tflops(flops * batch),
                      "percent_of_peak": t.percent_of_peak(flops * batch, peak_tflops(device))}
-    pflops = count_encoder_flops(clip, lambda: model.predictor(tokens[:1]))
+    pflops = count_encoder_flops(lambda: model.predictor(tokens[:1]))
     tp = timed(lambda: model.predictor(tokens))
     u, g, p = out["unpruned"], out["pruned_gather"], out["pruned_predictor"]
     out["predictor"] = {"gflops_per_image": pflops / 1e9, "seconds_per_batch": tp.median,

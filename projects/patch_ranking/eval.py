@@ -51,24 +51,18 @@ def accuracy(model: PrunedCLIP, data, items, ds, cfg, device, rankings: Rankings
     return 100.0 * correct / max(total, 1)
 
 
-def count_encoder_flops(module: torch.nn.Module, fn) -> float:
-    """FLOPs of ``fn()`` with ``module`` in train mode for the count only: in eval mode
-    nn.MultiheadAttention takes its fused fast path (one aten op FlopCounterMode does not count), which
-    would leave attention and its projections out. CLIP has no dropout, so the numbers are the same."""
-    was = module.training
-    module.train()
-    try:
-        with torch.no_grad():
-            return count_flops(fn)
-    finally:
-        module.train(was)
+def count_encoder_flops(fn) -> float:
+    """FLOPs of ``fn()`` without autograd (shared.benchmark.count_flops counts attention, the fused
+    eval-mode MultiheadAttention path included)."""
+    with torch.no_grad():
+        return count_flops(fn)
 
 
 @torch.no_grad()
 def cost(model: PrunedCLIP, x: torch.Tensor, cfg, device, speed: bool) -> dict:
     """GFLOPs per image (FlopCounterMode on one image) and images/s on the batch ``x``."""
     order = torch.arange(model.n).expand(x.shape[0], -1)
-    out = {"gflops": count_encoder_flops(model.clip, lambda: model.encode_image(x[:1], order[:1])) / 1e9}
+    out = {"gflops": count_encoder_flops(lambda: model.encode_image(x[:1], order[:1])) / 1e9}
     if speed:
         def fn():
             with autocast(device, cfg.train.amp):
