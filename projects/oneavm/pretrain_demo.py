@@ -29,15 +29,21 @@ from projects.oneavm.data import IMAGENET_MEAN, IMAGENET_STD
 
 
 def pretrain(root: str | Path, out: str | Path, image_size: int = 112, n_per_class: int = 60, epochs: int = 4,
-             batch_size: int = 32, lr: float = 1e-3, seed: int = 0) -> dict:
-    """Train the classifier on ``<root>/objects`` (made if absent) and save it to ``out``; an existing
-    ``out`` with its ``.json`` report is kept and its report returned."""
+             batch_size: int = 32, lr: float = 1e-3, seed: int = 0, n_distractors: int = 0) -> dict:
+    """Train the classifier on ``<root>/objects`` (made if absent: the sounding classes and
+    ``n_distractors`` silent pictures) and save it to ``out``; an existing ``out`` whose ``.json``
+    report records the same settings is kept and its report returned."""
     out = Path(out)
     report = out.with_suffix(".json")
+    settings = {"image_size": image_size, "n_per_class": n_per_class, "epochs": epochs, "batch_size": batch_size,
+                "lr": lr, "seed": seed, "n_distractors": n_distractors}
     if out.is_file() and report.is_file():
-        return json.loads(report.read_text())
+        info = json.loads(report.read_text())
+        if info.get("settings") == settings:
+            return info
     torch.manual_seed(seed)
-    objects = make_object_pictures(root, n_per_class=n_per_class, size=image_size, seed=seed)
+    objects = make_object_pictures(root, n_per_class=n_per_class, size=image_size, seed=seed,
+                                   n_distractors=n_distractors)
     norm = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
     tf = transforms.Compose([
         transforms.RandomResizedCrop(image_size, scale=(0.5, 1.0), interpolation=transforms.InterpolationMode.BICUBIC),
@@ -70,7 +76,7 @@ def pretrain(root: str | Path, out: str | Path, image_size: int = 112, n_per_cla
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_torch_save(net.state_dict(), out)
     info = {"val_accuracy": correct / len(val_ds), "n_val": len(val_ds), "n_train": len(train_ds),
-            "classes": ds.classes, "image_size": image_size, "epochs": epochs, "path": str(out)}
+            "classes": ds.classes, "path": str(out), "settings": settings}
     report.write_text(json.dumps(info, indent=1) + "\n")
     return info
 
@@ -82,8 +88,9 @@ def main(argv=None) -> dict:
     p.add_argument("--image-size", type=int, default=112)
     p.add_argument("--n-per-class", type=int, default=60)
     p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--n-distractors", type=int, default=0, help="silent pictures added as classes (the demo's distractors)")
     a = p.parse_args(argv)
-    info = pretrain(a.root, a.out, a.image_size, a.n_per_class, a.epochs)
+    info = pretrain(a.root, a.out, a.image_size, a.n_per_class, a.epochs, n_distractors=a.n_distractors)
     print(info)
     return info
 

@@ -4,7 +4,11 @@
 
 Frames of 2-3 objects pasted on a random background, with known boxes and alpha masks; each frame is
 paired with the recording of ONE of its objects (the sounding object), cropped at a random offset
-and gain. Written in the on-disk layout of the AVGN / EZ-VSL loaders, so a demo run exercises the
+and gain. The other objects are, by default (``distractors="silent"``), pictures of things that make
+no sound in the package (fruit, furniture, clothes, ...: stamps without a recording), so the frame
+shows exactly one thing that could make the sound, as a MUSIC-solo frame shows one instrument; with
+``distractors="sounding"`` they come from the sounding classes too (a harder set where the frame
+alone does not say which object sounds). Duet frames show two sounding objects. Written in the on-disk layout of the AVGN / EZ-VSL loaders, so a demo run exercises the
 real data readers:
 
     <root>/train/frames/<id>.jpg   <root>/train/audio/<id>.wav      training pairs
@@ -34,6 +38,7 @@ import csv
 import json
 import logging
 import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -56,15 +61,32 @@ DEFAULT_CLASSES = {
 HOW_TO_GET = "install Debian's tuxpaint-stamps-default (`sudo apt-get install tuxpaint-stamps-default`)"
 
 
-class Stamp:
-    def __init__(self, name: str, stem: Path, sample_rate: int):
-        png, ogg = stem.with_suffix(".png"), stem.with_suffix(".ogg")
-        for p in (png, ogg):
-            if not p.is_file():
-                raise FileNotFoundError(f"tuxpaint stamp file missing: {p} ({HOW_TO_GET})")
-        self.name, self.png, self.ogg = name, png, ogg
+# where the silent distractors come from: things that make no sound of their own (no animals, instruments,
+# vehicles, people, fireworks, symbols such as musical notes)
+DISTRACTOR_CATEGORIES = ("food", "plants", "household", "clothes", "space", "town", "sports")
+DISTRACTOR_MODES = ("silent", "sounding")
+
+
+class Picture:
+    """A stamp's picture (RGBA)."""
+
+    def __init__(self, name: str, png: Path):
+        if not png.is_file():
+            raise FileNotFoundError(f"tuxpaint stamp file missing: {png} ({HOW_TO_GET})")
+        self.name, self.png = name, png
         with Image.open(png) as im:
             self.rgba = im.convert("RGBA")
+
+
+class Stamp(Picture):
+    """A stamp with its own recorded sound (trimmed and peak-normalised)."""
+
+    def __init__(self, name: str, stem: Path, sample_rate: int):
+        ogg = stem.with_suffix(".ogg")
+        if not ogg.is_file():
+            raise FileNotFoundError(f"tuxpaint stamp file missing: {ogg} ({HOW_TO_GET})")
+        super().__init__(name, stem.with_suffix(".png"))
+        self.ogg = ogg
         wave, _ = load_audio(ogg, sample_rate)
         # trim leading/trailing near-silence so crops hold the sound
         env = np.abs(wave) > 0.02 * np.abs(wave).max()
@@ -78,6 +100,21 @@ def load_stamps(classes: dict[str, str] | None = None, stamps_dir: Path = STAMPS
         raise FileNotFoundError(f"{stamps_dir} not found: {HOW_TO_GET}")
     classes = classes or DEFAULT_CLASSES
     return [Stamp(name, Path(stamps_dir) / rel, sample_rate) for name, rel in classes.items()]
+
+
+def silent_pictures(n: int, seed: int = 0, stamps_dir: Path = STAMPS) -> list[Picture]:
+    """``n`` stamps without a recording of their own (no ``<name>.ogg``) from ``DISTRACTOR_CATEGORIES``
+    (things that make no sound), drawn with ``seed`` from the sorted list."""
+    stamps_dir = Path(stamps_dir)
+    if not stamps_dir.is_dir():
+        raise FileNotFoundError(f"{stamps_dir} not found: {HOW_TO_GET}")
+    pool = [p for p in sorted(stamps_dir.rglob("*.png"))
+            if not p.with_suffix(".ogg").exists()
+            and p.relative_to(stamps_dir).parts[0] in DISTRACTOR_CATEGORIES]
+    if len(pool) < n:
+        raise ValueError(f"{stamps_dir} holds {len(pool)} silent pictures, fewer than the {n} asked for")
+    pick = np.random.default_rng(seed).choice(len(pool), n, replace=False)
+    return [Picture(f"silent_{pool[i].stem}", pool[i]) for i in sorted(pick)]
 
 
 def sound_crop(stamp: Stamp, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -143,26 +180,41 @@ def _write_pair(root: Path, split: str, vid: str, frame: Image.Image, wave: np.n
 def make_tuxpaint_av(root: str | Path, n_train: int = 600, n_test: int = 80, n_duet: int = 40,
                      n_pairs: int = 80, size: int = 224, duration: float = 1.0, sample_rate: int = 11025,
                      prefix: str = "demo", seed: int = 0, classes: dict[str, str] | None = None,
-                     stamps_dir: Path = STAMPS, max_objects: int = 3) -> Path:
+                     stamps_dir: Path = STAMPS, max_objects: int = 3, distractors: str = "silent",
+                     n_distractors: int = 32, object_frac: tuple[float, float] = (0.3, 0.45)) -> Path:
     """Write the demo set (see the module docstring) under ``root``; returns ``root``. Deterministic
-    in ``seed``; an existing complete set (its ``<prefix>_classes.json`` written last) is kept."""
+    in the arguments; an existing complete set (its ``<prefix>_classes.json`` written last) made with
+    the same arguments is kept, one made with other arguments is replaced."""
+    if distractors not in DISTRACTOR_MODES:
+        raise ValueError(f"distractors must be one of {DISTRACTOR_MODES}, got {distractors!r}")
     root = Path(root)
     done = root / "metadata" / f"{prefix}_classes.json"
+    settings = {"n_train": n_train, "n_test": n_test, "n_duet": n_duet, "n_pairs": n_pairs, "size": size,
+                "duration": duration, "sample_rate": sample_rate, "seed": seed, "max_objects": max_objects,
+                "distractors": distractors, "n_distractors": n_distractors, "object_frac": list(object_frac),
+                "classes": classes or DEFAULT_CLASSES}
     if done.is_file():
-        return root
+        old = json.loads(done.read_text()).get("settings")
+        if old == json.loads(json.dumps(settings)):
+            return root
+        log.warning("%s was made with other settings (%s); making it again", root, old)
+        for sub in ("train", "test", "duet", "metadata"):
+            shutil.rmtree(root / sub, ignore_errors=True)
     stamps = load_stamps(classes, stamps_dir, sample_rate)
     if len(stamps) < max_objects:
         raise ValueError(f"need at least {max_objects} classes, got {len(stamps)}")
+    others_pool = silent_pictures(n_distractors, seed, stamps_dir) if distractors == "silent" else stamps
     rng = np.random.default_rng(seed)
     n = int(round(duration * sample_rate))
     (root / "metadata").mkdir(parents=True, exist_ok=True)
 
     def frame_with(k: int, n_obj: int):
-        others = [int(i) for i in rng.permutation(len(stamps)) if i != k][: n_obj - 1]
-        order = [k] + others
-        rng.shuffle(order)
-        frame, boxes, masks = compose([stamps[i] for i in order], size, rng)
-        j = order.index(k)
+        pool = [i for i in range(len(others_pool)) if others_pool[i] is not stamps[k]]
+        others = [others_pool[i] for i in rng.permutation(pool)[: n_obj - 1]]
+        pictures = [stamps[k]] + others
+        order = rng.permutation(len(pictures))
+        frame, boxes, masks = compose([pictures[i] for i in order], size, rng, *object_frac)
+        j = int(np.flatnonzero(order == 0)[0])
         return frame, boxes[j], masks[j]
 
     rows = {"train": [], "test": []}
@@ -187,7 +239,7 @@ def make_tuxpaint_av(root: str | Path, n_train: int = 600, n_test: int = 80, n_d
     duet = []
     for i in range(n_duet):
         a, b = (int(x) for x in rng.choice(len(stamps), 2, replace=False))
-        frame, boxes, _ = compose([stamps[a], stamps[b]], size, rng)
+        frame, boxes, _ = compose([stamps[a], stamps[b]], size, rng, *object_frac)
         vid = f"duet_{i:05d}"
         (root / "duet" / "frames").mkdir(parents=True, exist_ok=True)
         frame.save(root / "duet" / "frames" / f"{vid}_00000.jpg", quality=92)
@@ -213,31 +265,40 @@ def make_tuxpaint_av(root: str | Path, n_train: int = 600, n_test: int = 80, n_d
             hard = (test[i][1] in instruments) == (test[j][1] in instruments)
             w.writerow([test[i][0], test[j][0], test[i][1], test[j][1], "Hard" if hard else "Easy"])
             made += 1
-    done.write_text(json.dumps({s.name: [str(s.png), str(s.ogg)] for s in stamps}, indent=1))
+    done.write_text(json.dumps({"classes": {s.name: [str(s.png), str(s.ogg)] for s in stamps},
+                                "distractor_pictures": [str(p.png) for p in others_pool if not hasattr(p, "ogg")],
+                                "settings": settings}, indent=1))
     log.info("tuxpaint demo set written to %s", root)
     return root
 
 
 def make_object_pictures(root: str | Path, n_per_class: int = 50, size: int = 112, seed: int = 0,
                          classes: dict[str, str] | None = None, stamps_dir: Path = STAMPS,
-                         min_frac: float = 0.3, max_frac: float = 0.9) -> Path:
+                         min_frac: float = 0.3, max_frac: float = 0.9, n_distractors: int = 0) -> Path:
     """Single-object pictures ``<root>/objects/<class>/<n>.jpg`` (ImageFolder layout): each class's
-    stamp alone on a random background at a random place and scale. The demo's stand-in for ImageNet
-    pre-training trains a classifier on them. Deterministic in ``seed``; an existing set is kept."""
+    stamp alone on a random background at a random place and scale, for the sounding classes and
+    the ``n_distractors`` silent pictures ``silent_pictures(n_distractors, seed)`` (the same ones
+    ``make_tuxpaint_av`` places beside the sounding object). The demo's stand-in for ImageNet
+    pre-training trains a classifier on them. Deterministic in the arguments; an existing set made
+    with the same arguments is kept, one made with others replaced."""
     root = Path(root)
     done = root / "objects" / "done.json"
+    settings = {"n_per_class": n_per_class, "size": size, "seed": seed, "classes": classes or DEFAULT_CLASSES,
+                "min_frac": min_frac, "max_frac": max_frac, "n_distractors": n_distractors}
     if done.is_file():
-        return root / "objects"
-    stamps = load_stamps(classes, stamps_dir)
+        if json.loads(done.read_text()).get("settings") == json.loads(json.dumps(settings)):
+            return root / "objects"
+        log.warning("%s was made with other settings; making it again", root / "objects")
+        shutil.rmtree(root / "objects")
+    pictures = load_stamps(classes, stamps_dir) + (silent_pictures(n_distractors, seed, stamps_dir) if n_distractors else [])
     rng = np.random.default_rng(seed + 1)
-    for st in stamps:
+    for st in pictures:
         d = root / "objects" / st.name
         d.mkdir(parents=True, exist_ok=True)
         for i in range(n_per_class):
             frame, _, _ = compose([st], size, rng, min_frac=min_frac, max_frac=max_frac)
             frame.save(d / f"{i:04d}.jpg", quality=92)
-    done.write_text(json.dumps({"n_per_class": n_per_class, "size": size, "seed": seed,
-                                "classes": [s.name for s in stamps]}))
+    done.write_text(json.dumps({"classes": [p.name for p in pictures], "settings": settings}))
     return root / "objects"
 
 

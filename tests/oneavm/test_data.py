@@ -1,5 +1,6 @@
 import json
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -35,6 +36,33 @@ def test_tuxpaint_layout_and_loaders(tiny_root, tmp_path):
     pairs = separation_set(cfg, "demo_separation")
     p = pairs[0]
     assert p["image"].shape == (2, 3, 64, 64) and p["wave"].shape == (2, 4095)
+
+
+def test_tuxpaint_distractors_and_settings(tmp_path):
+    from shared.data.tuxpaint import DEFAULT_CLASSES, DISTRACTOR_CATEGORIES, STAMPS, make_tuxpaint_av, silent_pictures
+
+    pics = silent_pictures(6, seed=0)
+    assert len({p.png for p in pics}) == 6
+    for p in pics:  # silent: no recording of its own, from a category of things that make no sound
+        assert not p.png.with_suffix(".ogg").exists()
+        assert p.png.relative_to(STAMPS).parts[0] in DISTRACTOR_CATEGORIES
+    assert [p.png for p in silent_pictures(6, seed=0)] == [p.png for p in pics]
+
+    def classes_in(root):
+        return json.loads((root / "metadata" / "demo_classes.json").read_text())
+
+    kw = dict(n_train=4, n_test=2, n_duet=1, n_pairs=1, size=48, duration=0.3, seed=0)
+    root = make_tuxpaint_av(tmp_path / "a", n_distractors=5, **kw)
+    made = classes_in(root)
+    assert set(made["classes"]) == set(DEFAULT_CLASSES) and len(made["distractor_pictures"]) == 5
+    assert not any(Path(p).with_suffix(".ogg").exists() for p in made["distractor_pictures"])
+    stamp = (root / "train" / "frames" / "train_00000.jpg").stat().st_mtime_ns
+    make_tuxpaint_av(root, n_distractors=5, **kw)  # same settings: kept
+    assert (root / "train" / "frames" / "train_00000.jpg").stat().st_mtime_ns == stamp
+    make_tuxpaint_av(root, distractors="sounding", **kw)  # other settings: made again
+    assert classes_in(root)["settings"]["distractors"] == "sounding" and classes_in(root)["distractor_pictures"] == []
+    with pytest.raises(ValueError, match="distractors"):
+        make_tuxpaint_av(tmp_path / "b", distractors="loud", **kw)
 
 
 def test_duet_boxes_are_xywh():

@@ -26,3 +26,6 @@ def test_stand_in_pretraining_writes_weights_the_image_encoder_loads(tmp_path):
     assert pretrain(tmp_path / "pics", out, image_size=32, n_per_class=3, epochs=1, batch_size=8) == \
         json.loads(out.with_suffix(".json").read_text())
     assert out.stat().st_mtime_ns == mtime
+    # other settings retrain (a stale cache is never reused)
+    info2 = pretrain(tmp_path / "pics", out, image_size=32, n_per_class=3, epochs=1, batch_size=8, seed=1)
+    assert info2["settings"]["seed"] == 1 and out.stat().st_mtime_ns != mtime

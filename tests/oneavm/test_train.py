@@ -64,3 +64,20 @@ def test_demo_pipeline_end_to_end_learns(tiny_root, tmp_path):
         v = [x for _, x in losses(run, key)]
         assert len(v) == 8
         assert sum(v[-2:]) / 2 < sum(v[:2]) / 2, (key, v)
+    # the reproduce table's rows and figures from this run
+    from projects.oneavm.reproduce import figures, result_rows
+    from shared.report import validate_rows
+
+    tables = result_rows(cfg, {"untrained": res, "full": res})
+    assert set(tables) == {"localization", "separation", "recognition"}
+    rows = validate_rows([r for t in tables.values() for r in t])
+    got = {(r["setting"].split(" ")[0], r["method"], r["metric"]): r["ours"] for r in rows}
+    assert got[("demo_boxes", "OneAVM (all three objectives)", "mean cIoU")] == \
+        round(100 * res["demo_boxes"]["model"]["mean_ciou"], 2)
+    assert got[("demo_boxes", "centre prior", "mean cIoU")] == round(100 * res["demo_boxes"]["center_prior"]["mean_ciou"], 2)
+    assert got[("demo_separation", "mixture, unseparated", "SDR (dB)")] == round(sep["sdr_mix"], 2)
+    assert got[("demo_recognition", "chance", "IR-ACC a->v")] == round(100 * rec["chance_ir"], 2)
+    figs = figures(cfg, {"full": run}, tmp_path / "figs")
+    names = {p.name for p in (tmp_path / "figs").iterdir()}
+    assert {"demo_loc_loss.png", "demo_sep_loss.png", "demo_mix_loss.png", "demo_boxes_heatmaps.jpg",
+            "demo_separation_spectrograms.png"} <= names and len(figs) == len(names)
