@@ -84,6 +84,33 @@ def tables(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def result_rows(rows: list[dict]) -> list[dict]:
+    """The gathered grid as shared.report rows: test top-1 mean over seeds, its std, the ensemble in the note."""
+    out = []
+    names = {"zeroshot": "zero-shot CLIP (no training)", "linear_probe": "linear probe (LogReg C=1e3)",
+             "upl": "UPL (top-16 confident per class, CE)", "robust_upl": "robust UPL (16 random per class, GCE)"}
+    order = {"zeroshot": 0, "linear_probe": 1, "coop": 2, "upl": 3, "robust_upl": 4}
+    for r in sorted(rows, key=lambda r: (order.get(r["method"], 9), str(r["loss"]), str(r["noise_rate"]))):
+        m = r["method"]
+        if m == "coop":
+            name = "CoOp prompt tuning, " + ("GCE " + r["loss"].split(" ", 1)[1] if r["loss"].startswith("gce")
+                                             else r["loss"].upper())
+        else:
+            name = names.get(m, m)
+        if isinstance(r["noise_rate"], (int, float)):
+            setting = f"{100 * r['noise_rate']:g} % wrong labels ({r['noise_type']})"
+        elif m in ("upl", "robust_upl"):
+            setting = f"zero-shot pseudo-labels ({100 * r['train_noise']:.1f} % wrong)"
+        else:
+            setting = "no training"
+        note = f"{r['seeds']} seed{'s' if r['seeds'] > 1 else ''}"
+        if "ensemble" in r:
+            note += f"; averaged-logits ensemble {r['ensemble']:.1f}"
+        out.append({"setting": setting, "method": name, "metric": "test top-1 (%)", "ours": round(r["mean"], 2),
+                    "std": round(r["std"], 2) if r["seeds"] > 1 else None, "note": note})
+    return out
+
+
 def _label(r: dict) -> str:
     if r["method"] == "linear_probe":
         return "linear probe (LogReg C=1e3)"
@@ -164,9 +191,30 @@ def main(argv=None) -> dict:
     figure = headline_figure(rows, Path(a.figures_dir) / f"{grid['name']}_accuracy_vs_noise.png", out_dir / "tb")
     atomic_write_text(out_dir / "results_table.md", md + "\n")
     atomic_write_text(out_dir / "demo_info.json", json.dumps({"wall_s": wall, **info}, indent=2) + "\n")
+    if Path(a.grid).resolve() == DEMO_GRID.resolve() and not a.overrides and not a.seeds \
+            and Path(a.figures_dir).resolve() == FIGURES.resolve():
+        write_demo_results(rows, figure, info, wall, len(jobs))
     print("\n" + md + f"\n\nwritten to {out_dir}/results_table.md "
           f"(per-run folders in {Path(cfg.run.root) / cfg.run.project})")
     return {"rows": rows, "table": md, "wall_s": wall, "figure": figure}
+
+
+def write_demo_results(rows: list[dict], figure: Path, info: dict, wall_s: float, n_runs: int) -> Path:
+    """projects/ptnl/results/demo.json (shared.report) and the README's ``results:demo`` block from it."""
+    from shared.report import table_block, update_readme, write_results
+
+    recipe = info["demo_clip"]["recipe"] or {}
+    path = write_results(
+        "ptnl", "demo", result_rows(rows), command="make reproduce-ptnl  (= python -m projects.ptnl.reproduce)",
+        title="Demo (Fashion-MNIST in CoOp's layout, the demo CLIP, CPU)", figures=[(figure, "accuracy vs label noise")],
+        scale=f"Fashion-MNIST, 16 shots per class, 1,000 test images; the demo CLIP ({recipe.get('steps')} steps, "
+              f"{recipe.get('captions')} captions); official CoOp recipe but RandomResizedCrop scale (0.5, 1); CPU",
+        notes=f"{n_runs} runs in {wall_s / 60:.1f} min of wall time on this machine (finished runs reused; CLIP "
+              f"pre-training included: {'pretrain_s' in info}). Chance is 10 %.")
+    import json as _json
+
+    update_readme(Path(__file__).parent / "README.md", "demo", table_block(_json.loads(path.read_text()), "../../"))
+    return path
 
 
 if __name__ == "__main__":
