@@ -15,7 +15,10 @@ evaluation and checkpoints excluded) and the trunk FLOPs at the first evaluation
 the target. The targets are the full-length run's final k-NN minus 0, 1, 2 and 3 points; the
 speed-up at a target is the full run's time to it over the accelerated run's. Writes
 runs/accel_ssl/demo_table.md, demo_results.json, the accuracy-vs-training-time figure
-(projects/accel_ssl/figures/demo_knn_vs_time.png, also in TensorBoard under runs/accel_ssl/demo_report).
+(projects/accel_ssl/figures/demo_knn_vs_time.png, also in TensorBoard under runs/accel_ssl/demo_report)
+and, when the table has all three frameworks (one run of the demo, or --merge of the per-framework
+demo_results_*.json), projects/accel_ssl/results/demo.json for ``shared.report`` (the README's
+``results:demo`` block; mean and sample std over seeds, every seed's speed-ups in its notes).
 """
 from __future__ import annotations
 
@@ -142,6 +145,81 @@ def table(rows: dict, raw_knn: float | None) -> str:
     return "\n".join(out)
 
 
+METHOD_NAMES = {"mocov3": "MoCo v3", "simclr": "SimCLR", "dino": "DINO"}
+DEMO_COMMAND = ("python -m projects.accel_ssl.reproduce (all three frameworks in one process), or per framework and "
+                "seed: --methods M --seeds S --only full & --only accel; then --collect, and --merge of the "
+                "runs/accel_ssl/demo_results_*.json (README: Demo)")
+
+
+def _mean_std(xs):
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return None, None
+    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else None)
+
+
+def result_rows(rows: dict, raw_knn: float | None) -> tuple[list[dict], str]:
+    """The demo table as ``shared.report`` rows (mean over seeds, sample std when there are several) and a
+    note with every seed's value: per framework, random init / raw pixels / full / accelerated k-NN with
+    their training time and TFLOPs, then the time and FLOP speed-up at each target."""
+    out, notes = [], []
+    pct = lambda x: None if x is None else round(100 * x, 2)
+    for m, seeds in rows.items():
+        rs, name = list(seeds.values()), METHOD_NAMES.get(m, m)
+
+        def add(method, metric, xs, scale=100.0, digits=2):
+            mean, std = _mean_std(xs)
+            rd = lambda v: None if v is None else round(scale * v, digits)
+            reached = sum(x is not None for x in xs)
+            out.append({"setting": name, "method": method, "metric": metric, "ours": rd(mean), "std": rd(std),
+                        "note": None if reached == len(xs) else f"reached by {reached} of {len(xs)} seeds"})
+
+        add("random init", "k-NN top-1 (%)", [r["random_init_knn"] for r in rs])
+        if raw_knn is not None:
+            add("raw pixels", "k-NN top-1 (%)", [raw_knn])
+        for key, label in (("full", "full length"), ("accel", "accelerated")):
+            add(label, "k-NN top-1 (%)", [r[key]["knn_top1"] for r in rs])
+            add(label, "train time (s)", [r[key]["train_time_s"] for r in rs], 1.0, 0)
+            add(label, "trunk TFLOPs", [r[key]["train_tflops"] for r in rs], 1.0, 2)
+        for i, d in enumerate(TARGET_OFFSETS):
+            method = f"speed-up to full - {100 * d:g} pt"
+            st = [r["targets"][i]["speedup_time"] for r in rs]
+            sf = [r["targets"][i]["speedup_flops"] for r in rs]
+            add(method, "speed-up: train time (x)", st, 1.0, 2)
+            add(method, "speed-up: FLOPs (x)", sf, 1.0, 2)
+            if len(rs) > 1:
+                fx = lambda v: f"{v:.2f}x" if v is not None else "not reached"
+                notes.append(f"{name}, full - {100 * d:g} pt, seeds {'/'.join(map(str, seeds))}: time "
+                             f"{' / '.join(fx(x) for x in st)}, FLOPs {' / '.join(fx(x) for x in sf)}")
+        if len(rs) > 1:
+            notes.append(f"{name} final k-NN, seeds {'/'.join(map(str, seeds))}: full "
+                         + " / ".join(f"{pct(r['full']['knn_top1']):.2f}" for r in rs) + ", accelerated "
+                         + " / ".join(f"{pct(r['accel']['knn_top1']):.2f}" for r in rs))
+    return out, "; ".join(notes)
+
+
+def write_demo_results(rows: dict, raw_knn: float | None, cfg, figure_path: Path | None, command: str = DEMO_COMMAND,
+                       root=None) -> Path | None:
+    """``projects/accel_ssl/results/demo.json`` (``shared.report``) from the rows of all three frameworks;
+    a table missing one of them is not written (a partial ``--collect`` must not replace the whole table)."""
+    from shared.report import REPO, write_results
+
+    missing = [m for m in METHOD_NAMES if m not in rows]
+    if missing:
+        print(f"results/demo.json not written: no rows for {', '.join(missing)} (merge all three with --merge)")
+        return None
+    data, notes = result_rows(rows, raw_knn)
+    seeds = {m: len(s) for m, s in rows.items()}
+    scale = (f"Fashion-MNIST at {cfg.data.img_size} px, {cfg.data.train_subset} training images, batch "
+             f"{cfg.optim.batch_size}, demo ViT (4 blocks, dim 128, patch {cfg.model.patch_size}); full length vs the "
+             f"schedule {DEMO_SCHEDULE} for twice the epochs; k-NN ({cfg.eval.knn_train_size}-image bank, "
+             f"{cfg.eval.knn_test_size} test images) every {cfg.eval.every_steps} steps; seeds per framework: "
+             + ", ".join(f"{METHOD_NAMES[m]} {n}" for m, n in seeds.items()) + "; CPU (training times depend on the machine's load: see the README)")
+    figs = [(str(figure_path), "k-NN vs training time and vs trunk FLOPs")] if figure_path and figure_path.is_file() else []
+    return write_results("accel_ssl", "demo", data, scale=scale, command=command, figures=figs, notes=notes or None,
+                         title="Demo: full length vs accelerated (Fashion-MNIST, CPU)", root=REPO if root is None else root)
+
+
 def figure(rows: dict, path: Path, tb_dir: Path | None = None) -> None:
     """k-NN against training time (and against TFLOPs), full-length vs accelerated, one panel per framework."""
     import matplotlib
@@ -175,7 +253,7 @@ def figure(rows: dict, path: Path, tb_dir: Path | None = None) -> None:
     plt.close(fig)
 
 
-def merge(paths: list[str], fig: Path | None, overrides: list[str]) -> dict:
+def merge(paths: list[str], fig: Path | None, overrides: list[str], results: bool = True) -> dict:
     rows: dict[str, dict] = {}
     raw = None
     for path in paths:
@@ -195,6 +273,8 @@ def merge(paths: list[str], fig: Path | None, overrides: list[str]) -> dict:
     (out / "demo_results.json").write_text(json.dumps({"raw_pixel_knn": raw, "rows": rows}, indent=2, default=str) + "\n")
     if fig is not None:
         figure(rows, fig, out / "demo_report")
+    if results:
+        write_demo_results(rows, raw, load_config("projects/accel_ssl/configs/demo_mocov3.yaml", overrides), fig)
     print("\n" + md + f"\n\nwritten to {out}/demo_table.md")
     return {"raw_pixel_knn": raw, "rows": rows}
 
@@ -215,10 +295,13 @@ def main(argv=None) -> dict:
     p.add_argument("--only", choices=("full", "accel"), default=None,
                    help="train only this run of each pair (to run the two in parallel processes); then --collect")
     p.add_argument("--collect", action="store_true", help="train nothing: read the finished runs' folders")
+    p.add_argument("--no-results", dest="results", action="store_false",
+                   help="do not write projects/accel_ssl/results/demo.json (written when the demo table has all three "
+                        "frameworks)")
     p.add_argument("overrides", nargs="*")
     a = p.parse_args(argv)
     if a.merge:
-        return merge(a.merge, Path(a.figure) if a.figure else None, a.overrides)
+        return merge(a.merge, Path(a.figure) if a.figure else None, a.overrides, results=a.results)
     seeds = [int(s) for s in a.seeds.split(",")]
     rows: dict[str, dict[int, dict]] = {}
     raw = None
@@ -262,6 +345,8 @@ def main(argv=None) -> dict:
     (out / f"demo_results_{'-'.join(rows)}_s{'-'.join(map(str, seeds))}.json").write_text(result)  # for --merge
     if a.figure:
         figure(rows, Path(a.figure), out / "demo_report")
+    if a.results and not a.config:
+        write_demo_results(rows, raw, full, Path(a.figure) if a.figure else None)
     print("\n" + md + f"\n\nwritten to {out}/demo_table.md" + (f" and {a.figure}" if a.figure else ""))
     return {"raw_pixel_knn": raw, "rows": rows}
 

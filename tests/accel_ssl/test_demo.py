@@ -75,3 +75,37 @@ def test_demo_end_to_end_learns_and_reports(fmnist_root, tmp_path):
     partial = reproduce.main(["--methods", "simclr", "--collect", "--figure", "", *over])["rows"]["simclr"][0]
     assert partial["accel"]["partial"] and partial["accel"]["steps"] == 12
     assert partial["accel_curve"] == r["accel_curve"][:-1] and partial["full_curve"] == r["full_curve"]
+
+
+def _pair(init, full_knn, accel_knn, st, sf):
+    return {"random_init_knn": init, "full": {"knn_top1": full_knn, "train_time_s": 100.0, "train_tflops": 10.0},
+            "accel": {"knn_top1": accel_knn, "train_time_s": 120.0, "train_tflops": 11.0},
+            "targets": [{"speedup_time": t, "speedup_flops": f} for t, f in zip(st, sf)]}
+
+
+def test_demo_results_rows_mean_std_over_seeds_and_partial_table_not_written(tmp_path):
+    from shared.config import load_config
+    from shared.report import read_results
+
+    rows = {m: {0: _pair(0.5, 0.70, 0.73, [2.0, 3.0, None, 1.0], [4.0, 5.0, None, 2.0]),
+                1: _pair(0.6, 0.72, 0.71, [4.0, 1.0, 2.0, 1.0], [6.0, 3.0, 4.0, 2.0])} for m in ("mocov3", "simclr")}
+    data, notes = reproduce.result_rows(rows, raw_knn=0.816)
+    get = {(r["setting"], r["method"], r["metric"]): r for r in data}
+    knn = get[("MoCo v3", "full length", "k-NN top-1 (%)")]
+    assert knn["ours"] == pytest.approx(71.0) and knn["std"] == pytest.approx(1.414, abs=0.01)  # sample std
+    assert get[("MoCo v3", "raw pixels", "k-NN top-1 (%)")]["ours"] == pytest.approx(81.6)
+    sp = get[("SimCLR", "speed-up to full - 0 pt", "speed-up: train time (x)")]
+    assert sp["ours"] == pytest.approx(3.0) and sp["std"] == pytest.approx(1.414, abs=0.01)
+    # a target one seed did not reach: the mean of the seeds that did, and the table says so
+    miss = get[("SimCLR", "speed-up to full - 2 pt", "speed-up: FLOPs (x)")]
+    assert miss["ours"] == 4.0 and miss["std"] is None and miss["note"] == "reached by 1 of 2 seeds"
+    assert "time 2.00x / 4.00x" in notes and "not reached" in notes
+    # results/demo.json is written only from a table with all three frameworks
+    (tmp_path / "projects" / "accel_ssl").mkdir(parents=True)
+    cfg = load_config("projects/accel_ssl/configs/demo_mocov3.yaml")
+    assert reproduce.write_demo_results(rows, 0.816, cfg, None, root=tmp_path) is None
+    rows["dino"] = {0: rows["simclr"][0]}
+    path = reproduce.write_demo_results(rows, 0.816, cfg, None, root=tmp_path)
+    (table,) = read_results("accel_ssl", tmp_path)
+    assert path.name == "demo.json" and table["table"] == "demo" and "DINO 1" in table["scale"]
+    assert len(table["rows"]) == len(data) + len(data) // 2

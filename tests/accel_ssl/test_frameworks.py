@@ -126,3 +126,12 @@ def test_grad_error_cli_and_schedule_search(fmnist_root, tmp_path):
     t1 = {"step": 50, "rows": [{"setting": {"patch": 8}, "ca_mse": 3.0}, {"setting": {"patch": None}, "ca_mse": 2.0}]}
     t2 = {"step": 75, "rows": [{"setting": {"patch": 8}, "ca_mse": 3.0}, {"setting": {"patch": None}, "ca_mse": 2.0}]}
     assert schedule_search.search([t1, t0, t2], 100) == [{"until": 0.5, "patch": 8}, {"until": 1.0, "patch": None}]
+    full, p8 = {"patch": None, "keep_online": [1.0], "keep_target": [1.0]}, {"patch": 8, "keep_online": [0.5],
+                                                                             "keep_target": [0.5]}
+    for t in (t0, t1, t2):
+        t["rows"][0]["setting"], t["rows"][1]["setting"] = p8, full
+        t["rows"][0]["cost"], t["rows"][1]["cost"] = 0.12, 1.0
+    md = schedule_search.markdown([t2, t0, t1]).splitlines()
+    assert md[0] == "| step | patch 8 + keep 0.5 both | full length | chosen |"
+    assert md[2] == "| 0 | **1** (0.12) | 2 | patch 8 + keep 0.5 both |" and md[4].endswith("| 3 (0.12) | **2** | full length |")
+    assert schedule_search.label({"patch": None, "keep_online": [0.25], "keep_target": [1.0]}) == "keep 0.25 online"
