@@ -178,6 +178,7 @@ def main(argv=None) -> dict:
             print(f"[shard {a.shard}] {j['name']}", flush=True)
             sweep.Job(j["entry"], j["config"], j["overrides"])()
         return {"shard": a.shard, "jobs": len(jobs[i0::n])}
+    reused = sum((Path(j["run_dir"]) / "results.json").is_file() for j in jobs)
     for i, j in enumerate(jobs):
         print(f"[{i + 1}/{len(jobs)}] {j['name']}", flush=True)
         sweep.Job(j["entry"], j["config"], j["overrides"])()
@@ -193,13 +194,14 @@ def main(argv=None) -> dict:
     atomic_write_text(out_dir / "demo_info.json", json.dumps({"wall_s": wall, **info}, indent=2) + "\n")
     if Path(a.grid).resolve() == DEMO_GRID.resolve() and not a.overrides and not a.seeds \
             and Path(a.figures_dir).resolve() == FIGURES.resolve():
-        write_demo_results(rows, figure, info, wall, len(jobs))
+        write_demo_results(rows, figure, info, wall, len(jobs), cfg, reused)
     print("\n" + md + f"\n\nwritten to {out_dir}/results_table.md "
           f"(per-run folders in {Path(cfg.run.root) / cfg.run.project})")
     return {"rows": rows, "table": md, "wall_s": wall, "figure": figure}
 
 
-def write_demo_results(rows: list[dict], figure: Path, info: dict, wall_s: float, n_runs: int) -> Path:
+def write_demo_results(rows: list[dict], figure: Path, info: dict, wall_s: float, n_runs: int, cfg,
+                       n_reused: int = 0) -> Path:
     """projects/ptnl/results/demo.json (shared.report) and the README's ``results:demo`` block from it."""
     from shared.report import table_block, update_readme, write_results
 
@@ -207,10 +209,13 @@ def write_demo_results(rows: list[dict], figure: Path, info: dict, wall_s: float
     path = write_results(
         "ptnl", "demo", result_rows(rows), command="make reproduce-ptnl  (= python -m projects.ptnl.reproduce)",
         title="Demo (Fashion-MNIST in CoOp's layout, the demo CLIP, CPU)", figures=[(figure, "accuracy vs label noise")],
-        scale=f"Fashion-MNIST, 16 shots per class, 1,000 test images; the demo CLIP ({recipe.get('steps')} steps, "
-              f"{recipe.get('captions')} captions); official CoOp recipe but RandomResizedCrop scale (0.5, 1); CPU",
-        notes=f"{n_runs} runs in {wall_s / 60:.1f} min of wall time on this machine (finished runs reused; CLIP "
-              f"pre-training included: {'pretrain_s' in info}). Chance is 10 %.")
+        scale=f"Fashion-MNIST in CoOp's layout, {cfg.fewshot.shots} shots per class, 1,000 test images; the demo CLIP "
+              f"({recipe.get('steps')} steps of {recipe.get('batch_size')} on {recipe.get('images'):,} captioned "
+              f"Fashion-MNIST images); the official CoOp recipe but RandomResizedCrop scale "
+              f"{tuple(cfg.data.train_scale)}; CPU",
+        notes=f"{n_runs} runs ({n_reused} of them finished by an earlier call and reused), {wall_s / 60:.1f} min of "
+              f"wall time for this call on this machine (demo CLIP pre-training included: {'pretrain_s' in info}). "
+              "Chance is 10 %.")
     import json as _json
 
     update_readme(Path(__file__).parent / "README.md", "demo", table_block(_json.loads(path.read_text()), "../../"))
