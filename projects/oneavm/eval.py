@@ -98,19 +98,45 @@ def center_prior(size: int, sigma: float = 0.25) -> np.ndarray:
     return np.exp(-(x ** 2 + y ** 2) / (2 * sigma ** 2))
 
 
+def peak_cells(maps: torch.Tensor, gts: torch.Tensor) -> dict:
+    """Where the (N, h, w) feature-resolution maps peak: the fraction of peaks on a border cell, the
+    fraction of ground truths whose centre of mass lies in a border cell, and the fraction of peaks in
+    the cell holding the ground truth's centre of mass ((N, H, W) maps at any resolution). A diagnostic
+    of the border shortcut: a border cell sees the whole frame and can signal the class without
+    localizing it."""
+    n, h, w = maps.shape
+    idx = maps.flatten(1).argmax(1)
+    r, c = idx // w, idx % w
+    g = gts.float()
+    mass = g.sum((1, 2)).clamp_min(1e-12)
+    gy = (g.sum(2) * torch.arange(g.shape[1])).sum(1) / mass
+    gx = (g.sum(1) * torch.arange(g.shape[2])).sum(1) / mass
+    gr = (gy / g.shape[1] * h).long().clamp(0, h - 1)
+    gc = (gx / g.shape[2] * w).long().clamp(0, w - 1)
+
+    def border(a, b):
+        return (a == 0) | (a == h - 1) | (b == 0) | (b == w - 1)
+
+    return {"peak_on_border": float(border(r, c).float().mean()),
+            "target_on_border": float(border(gr, gc).float().mean()),
+            "peak_in_target_cell": float(((r == gr) & (c == gc)).float().mean())}
+
+
 def localization(model, ds, cfg, device, fe, viz_path: Path | None = None) -> dict:
     e = embed(model, ds, cfg, device, fe)
     if e["gt"] is None:
         raise ValueError("localization needs a set with annotations (eval.sets.<name>.annotations)")
     with fp32_metrics():
-        maps = upsample_maps(av_maps(e["img"], e["aud"]), cfg.eval.gt_size)
+        raw = av_maps(e["img"], e["aud"])
+        maps = upsample_maps(raw, cfg.eval.gt_size)
     gts = e["gt"].numpy()
     prior = center_prior(cfg.eval.gt_size)
     model_cious = [ciou(minmax(m), g) for m, g in zip(maps, gts)]
     prior_cious = [ciou(prior, g) for g in gts]
     if viz_path is not None and cfg.eval.n_visualizations:
         save_heatmaps(ds, e["index"], maps, gts, viz_path, cfg.eval.n_visualizations)
-    return {"model": summarize(model_cious), "center_prior": summarize(prior_cious), "n": len(model_cious)}
+    return {"model": summarize(model_cious), "center_prior": summarize(prior_cious), "n": len(model_cious),
+            "peaks": peak_cells(raw, e["gt"])}
 
 
 def recognition(model, ds, cfg, device, fe) -> dict:

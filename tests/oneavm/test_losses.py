@@ -82,3 +82,20 @@ def test_separation_loss_hand_values_and_validity():
     none.backward()
     with pytest.raises(ValueError):
         separation_loss(logits, gt, w, "l2")
+
+
+def test_peak_cells_diagnostic():
+    import torch
+
+    from projects.oneavm.eval import peak_cells
+
+    maps = torch.zeros(3, 4, 4)
+    maps[0, 0, 3] = 1  # top-right corner: a border cell
+    maps[1, 1, 2] = 1  # interior
+    maps[2, 2, 1] = 1  # interior
+    gts = torch.zeros(3, 8, 8)
+    gts[0, 0:2, 6:8] = 1  # centre in cell (0, 3): the peak's cell
+    gts[1, 2:4, 4:6] = 1  # centre (3, 5) -> cell (1, 2): the peak's cell
+    gts[2, 6:8, 0:2] = 1  # centre (7, 1) -> cell (3, 0): border, not the peak's cell
+    out = peak_cells(maps, gts)
+    assert out == pytest.approx({"peak_on_border": 1 / 3, "target_on_border": 2 / 3, "peak_in_target_cell": 2 / 3})
