@@ -167,7 +167,7 @@ def result_rows(rows: dict, raw_knn: float | None) -> tuple[list[dict], str]:
     for m, seeds in rows.items():
         rs, name = list(seeds.values()), METHOD_NAMES.get(m, m)
 
-        def add(method, metric, xs, scale=100.0, digits=2):
+        def add(method, metric, xs, scale=100.0, digits=2, name=name):
             mean, std = _mean_std(xs)
             rd = lambda v: None if v is None else round(scale * v, digits)
             reached = sum(x is not None for x in xs)
