@@ -16,16 +16,8 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-from torch.utils.data import DataLoader
-from torchvision import datasets, transforms
-from torchvision.models import resnet18
-
-from shared.checkpoint import atomic_torch_save
 from shared.data.tuxpaint import make_object_pictures
-from shared.logging import progress
-from projects.oneavm.data import IMAGENET_MEAN, IMAGENET_STD
+from shared.stand_in_classifier import train_stand_in_classifier
 
 
 def pretrain(root: str | Path, out: str | Path, image_size: int = 112, n_per_class: int = 60, epochs: int = 4,
@@ -41,42 +33,11 @@ def pretrain(root: str | Path, out: str | Path, image_size: int = 112, n_per_cla
         info = json.loads(report.read_text())
         if info.get("settings") == settings:
             return info
-    torch.manual_seed(seed)
     objects = make_object_pictures(root, n_per_class=n_per_class, size=image_size, seed=seed,
                                    n_distractors=n_distractors)
-    norm = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
-    tf = transforms.Compose([
-        transforms.RandomResizedCrop(image_size, scale=(0.5, 1.0), interpolation=transforms.InterpolationMode.BICUBIC),
-        transforms.RandomHorizontalFlip(), transforms.ToTensor(), norm])
-    ds = datasets.ImageFolder(str(objects), transform=tf)
-    val_tf = transforms.Compose([transforms.ToTensor(), norm])
-    n_val = max(len(ds.classes), len(ds) // 10)
-    perm = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed)).tolist()
-    train_ds = torch.utils.data.Subset(ds, perm[n_val:])
-    val_ds = torch.utils.data.Subset(datasets.ImageFolder(str(objects), transform=val_tf), perm[:n_val])
-    loader = DataLoader(train_ds, batch_size=batch_size, shuffle=True, num_workers=0, drop_last=True)
-    if len(loader) == 0:
-        raise ValueError(f"{objects}: {len(train_ds)} training pictures, fewer than one batch of {batch_size}")
-    net = resnet18(num_classes=len(ds.classes))
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * len(loader), pct_start=0.2)
-    for epoch in range(epochs):
-        net.train()
-        for x, y in progress(loader, desc=f"pretrain {epoch + 1}/{epochs}"):
-            loss = F.cross_entropy(net(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-    net.eval()
-    correct = 0
-    with torch.no_grad():
-        for x, y in DataLoader(val_ds, batch_size=64):
-            correct += (net(x).argmax(1) == y).sum().item()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_torch_save(net.state_dict(), out)
-    info = {"val_accuracy": correct / len(val_ds), "n_val": len(val_ds), "n_train": len(train_ds),
-            "classes": ds.classes, "path": str(out), "settings": settings}
+    info = train_stand_in_classifier(objects, out, image_size=image_size, epochs=epochs, batch_size=batch_size,
+                                     lr=lr, seed=seed)
+    info["settings"] = settings
     report.write_text(json.dumps(info, indent=1) + "\n")
     return info
 
