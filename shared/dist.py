@@ -99,6 +99,14 @@ def world_size() -> int:
     return tdist.get_world_size() if is_dist() else 1
 
 
+def per_rank_batch(global_batch: int) -> int:
+    """The batch each process loads for a global batch of ``global_batch`` (an error unless it divides evenly)."""
+    world = world_size()
+    if global_batch % world:
+        raise ValueError(f"optim.batch_size={global_batch} is not divisible by the {world} processes")
+    return global_batch // world
+
+
 def is_main() -> bool:
     return rank() == 0
 

@@ -119,9 +119,7 @@ def main(cfg) -> dict:
     schedule = validate(cfg)
     ctx: RunContext = start_run(cfg)
     device, world = ctx.device, dist.world_size()
-    if cfg.optim.batch_size % world:
-        raise ValueError(f"optim.batch_size={cfg.optim.batch_size} is not divisible by {world} processes")
-    per_rank = cfg.optim.batch_size // world
+    per_rank = dist.per_rank_batch(cfg.optim.batch_size)
     model = build_model(cfg).to(device)
     model.precompute(schedule.patch_sizes(), device)
     if world > 1 and device.type == "cuda":  # BatchNorm heads become SyncBN under DDP (MoCo v3, DINO)

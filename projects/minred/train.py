@@ -59,9 +59,7 @@ def rank_stream(cfg, n: int, labels, rank: int, world: int, epoch: int = 0) -> l
 
 def build_stream_buffer(cfg, n: int, labels, rank: int, world: int, device: torch.device):
     b = cfg.buffer
-    if cfg.optim.batch_size % world:
-        raise ValueError(f"optim.batch_size={cfg.optim.batch_size} is not divisible by {world} processes")
-    per_rank = cfg.optim.batch_size // world
+    per_rank = dist.per_rank_batch(cfg.optim.batch_size)
     extra = {}
     if b.type == "minred":
         fdev = device if b.feature_device == "auto" else torch.device(b.feature_device)

@@ -190,9 +190,7 @@ def main(cfg) -> dict:
     ctx: RunContext = start_run(cfg)
     device = ctx.device
     world = dist.world_size()
-    if cfg.optim.batch_size % world:
-        raise ValueError(f"optim.batch_size={cfg.optim.batch_size} is not divisible by the {world} processes")
-    per_rank = cfg.optim.batch_size // world
+    per_rank = dist.per_rank_batch(cfg.optim.batch_size)
     model = build_model(cfg, device)
     opt = make_optimizer(model, cfg)
     objective = JointObjective(model, cfg)

@@ -71,3 +71,11 @@ def test_slurm_env_is_read_only_inside_a_step(monkeypatch):
     assert dist._env_from_slurm() is True
     assert (os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["LOCAL_RANK"]) == ("3", "4", "1")
     assert os.environ["MASTER_PORT"] == str(20000 + 12345 % 40000)
+
+
+def test_per_rank_batch_splits_evenly_or_refuses(monkeypatch):
+    assert dist.per_rank_batch(12) == 12
+    monkeypatch.setattr(dist, "world_size", lambda: 4)
+    assert dist.per_rank_batch(4096) == 1024
+    with pytest.raises(ValueError, match="not divisible by the 4 processes"):
+        dist.per_rank_batch(4095)
