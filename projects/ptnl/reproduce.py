@@ -2,10 +2,12 @@
 
     python -m projects.ptnl.reproduce            # CPU, no download: Fashion-MNIST from shared.data.fashion_mnist
 
-1. writes Fashion-MNIST in CoOp's layout (``data/ptnl_demo/fashion_mnist``, split_zhou json);
-2. trains the demo CLIP from scratch on 50,000 other Fashion-MNIST images with captions
-   (``shared/clip/demo_clip.py``, minutes; skipped when its cache ``data/demo_clip/demo-clip-fmnist.pt``
-   holds a model trained with the current recipe: the Patch Ranking demo shares it);
+1. writes Fashion-MNIST in CoOp's layout (``data/ptnl_demo/fashion_mnist``, split_zhou json), every
+   image in the demo's look (``demo.look``: dark) under ``images_dark`` (``demo_data.py``);
+2. trains the demo CLIP's "looks" variant from scratch on 50,000 other Fashion-MNIST images in five
+   looks with captions naming class and look (``shared/clip/demo_clip.py``, minutes; skipped when its
+   cache ``data/demo_clip/demo-clip-fmnist-looks.pt`` holds a model trained with the current recipe;
+   the Patch Ranking demo uses the default demo CLIP, another file);
 3. runs the demo grid (``configs/sweeps/demo.yaml``) here, one run after another: zero-shot CLIP;
    CoOp prompt tuning with CE and with GCE at noise 0/25/50 % (official sampler, 16 shots) and the
    linear probe on the same noisy shots, seeds 1-4 (the official scripts' seeds); UPL and robust UPL on zero-shot pseudo-labels;
@@ -30,19 +32,23 @@ FIGURES = Path(__file__).parent / "figures"
 
 
 def prepare_demo(cfg, n_train: int, n_val: int, n_test: int, clip_recipe: dict | None = None) -> dict:
-    """Writes the few-shot dataset and makes sure the demo CLIP cache (``cfg.clip.pretrained``) holds a
-    model trained with ``shared.clip.demo_clip.RECIPE`` updated by ``clip_recipe``."""
-    from shared.clip.demo_data import write_fashion_mnist_coop
-    from shared.clip.demo_clip import RECIPE, cached_recipe, ensure_demo_clip
+    """Writes the few-shot dataset (its images in the look ``cfg.demo.look``, read from ``cfg.data.image_dir``)
+    and makes sure the demo CLIP cache (``cfg.clip.pretrained``) holds a model trained with the recipe of
+    ``cfg.demo.clip_variant`` (``shared.clip.demo_clip``) updated by ``clip_recipe``."""
+    from shared.clip.demo_clip import cached_recipe, ensure_demo_clip, variant_recipe
+    from projects.ptnl.demo_data import look_image_dir, write_demo_dataset
 
+    if cfg.data.image_dir != look_image_dir(cfg.demo.look):
+        raise ValueError(f"demo.look={cfg.demo.look} writes its images to {look_image_dir(cfg.demo.look)!r}, "
+                         f"but data.image_dir={cfg.data.image_dir!r}")
     t = time.time()
-    write_fashion_mnist_coop(cfg.data.root, n_train, n_val, n_test)
-    info = {"data_s": time.time() - t}
+    write_demo_dataset(cfg.data.root, n_train, n_val, n_test, cfg.demo.look)
+    info = {"data_s": time.time() - t, "look": cfg.demo.look or "plain"}
     recipe = dict(clip_recipe or {})
     weights = Path(cfg.clip.pretrained)
-    cached = cached_recipe(weights) == {**RECIPE, **recipe}
+    cached = cached_recipe(weights) == variant_recipe(cfg.demo.clip_variant, **recipe)
     t = time.time()
-    ensure_demo_clip(weights, **recipe)
+    ensure_demo_clip(weights, variant=cfg.demo.clip_variant, **recipe)
     if not cached:
         info["pretrain_s"] = time.time() - t
     info["demo_clip"] = {"path": str(weights), "recipe": cached_recipe(weights)}
@@ -209,9 +215,12 @@ def write_demo_results(rows: list[dict], figure: Path, info: dict, wall_s: float
     path = write_results(
         "ptnl", "demo", result_rows(rows), command="make reproduce-ptnl  (= python -m projects.ptnl.reproduce)",
         title="Demo (Fashion-MNIST in CoOp's layout, the demo CLIP, CPU)", figures=[(figure, "accuracy vs label noise")],
-        scale=f"Fashion-MNIST in CoOp's layout, {cfg.fewshot.shots} shots per class, 1,000 test images; the demo CLIP "
+        scale=f"Fashion-MNIST in CoOp's layout, every image in the look '{info.get('look', 'plain')}', "
+              f"{cfg.fewshot.shots} shots per class, 1,000 test images; the demo CLIP"
+              f"{' (variant ' + repr(cfg.demo.clip_variant) + ')' if cfg.demo.clip_variant else ''} "
               f"({recipe.get('steps')} steps of {recipe.get('batch_size')} on {recipe.get('images'):,} captioned "
-              f"Fashion-MNIST images); the official CoOp recipe but RandomResizedCrop scale "
+              f"Fashion-MNIST images{', looks ' + '/'.join(recipe['looks']) if recipe.get('looks') else ''}); "
+              f"zero-shot with '{cfg.data.template}'; the official CoOp recipe but RandomResizedCrop scale "
               f"{tuple(cfg.data.train_scale)}; CPU",
         notes=f"{n_runs} runs ({n_reused} of them finished by an earlier call and reused), {wall_s / 60:.1f} min of "
               f"wall time for this call on this machine (demo CLIP pre-training included: {'pretrain_s' in info}). "

@@ -18,6 +18,18 @@ cosine; random shift and flip of the images. The weights are an open_clip state 
 The cache: one file, ``$DEMO_CLIP_CACHE`` or ``<repo>/data/demo_clip/demo-clip-fmnist.pt``, with a
 JSON sidecar holding the recipe it was trained with; a cache trained with another recipe is
 retrained (a file lock keeps two demos started at once from training it twice).
+
+Named variants (``VARIANTS``), each in its own cache file beside the default one
+(``demo-clip-fmnist-<variant>.pt``), the default recipe untouched:
+
+- ``looks`` (the PTNL demo's): every pre-training image is shown in one of five looks (``LOOKS``:
+  plain, dark, inverted, small, rotated; uniformly), captioned with the class name and the look's
+  word ("a dark photo of a coat."; plain images keep ``CAPTION_TEMPLATES``), and a pair is a
+  positive only when class and look both match. With class-only captions the text tower learns to
+  read the class name and nothing else, so a learned prompt context has nothing to act on; here the
+  words around the class name change the embedding, as in real CLIP.
+
+    path = ensure_demo_clip(variant="looks")   # data/demo_clip/demo-clip-fmnist-looks.pt
 """
 from __future__ import annotations
 
@@ -56,10 +68,66 @@ RECIPE = {"steps": 600, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.1, "war
           "images": PRETRAIN_RANGE[1] - PRETRAIN_RANGE[0]}
 
 
-def default_path() -> Path:
-    """The one cache location: ``$DEMO_CLIP_CACHE`` if set, else ``<repo>/data/demo_clip/demo-clip-fmnist.pt``."""
+def _dark(x: np.ndarray) -> np.ndarray:
+    return (x.astype(np.float32) * 0.35).round().astype(np.uint8)
+
+
+def _small(x: np.ndarray) -> np.ndarray:
+    half = x.reshape(-1, 14, 2, 14, 2).astype(np.float32).mean((2, 4)).round().astype(np.uint8)
+    out = np.zeros_like(x)
+    out[:, 7:21, 7:21] = half
+    return out
+
+
+# Image looks of the "looks" variant: a visible, deterministic change of the uint8 images [N, 28, 28]
+# and the words its captions use for it ("plain": the images as they are, captioned with CAPTION_TEMPLATES).
+LOOKS = {
+    "plain": (lambda x: x, None),
+    "dark": (_dark, "dark"),
+    "inverted": (lambda x: 255 - x, "inverted"),
+    "small": (_small, "small"),
+    "rotated": (lambda x: np.ascontiguousarray(np.rot90(x, 1, axes=(1, 2))), "rotated"),
+}
+LOOK_TEMPLATES = ["a {a} photo of a {c}.", "a {a} picture of the {c}.", "an image of a {a} {c}.",
+                  "a {a} black and white photo of a {c}.", "a {a} low resolution photo of a {c}.",
+                  "a close-up {a} photo of the {c}.", "the {c}, {a}.", "a grayscale {a} picture of a {c}."]
+# Named variants of the recipe, each with its own cache file (``default_path(variant)``); the default
+# demo CLIP (variant None) is RECIPE alone.
+VARIANTS = {
+    # every image in one of LOOKS (uniform), its caption naming the look, and a pair a positive only
+    # when class and look both match: the text tower must read the words around the class name
+    "looks": {"looks": list(LOOKS)},
+}
+
+
+def default_path(variant: str | None = None) -> Path:
+    """The cache location: ``$DEMO_CLIP_CACHE`` if set, else ``<repo>/data/demo_clip/demo-clip-fmnist.pt``;
+    a named ``variant`` (``VARIANTS``) has its own file, ``demo-clip-fmnist-<variant>.pt`` beside it."""
     env = os.environ.get(CACHE_ENV)
-    return Path(env) if env else REPO_ROOT / "data" / "demo_clip" / f"{ARCH}.pt"
+    base = Path(env) if env else REPO_ROOT / "data" / "demo_clip" / f"{ARCH}.pt"
+    if variant is None:
+        return base
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown demo CLIP variant {variant!r}; known: {sorted(VARIANTS)}")
+    return base.with_name(f"{base.stem}-{variant}{base.suffix}")
+
+
+def apply_look(x: np.ndarray, look: str) -> np.ndarray:
+    """uint8 images [N, 28, 28] in the look ``look`` (a key of ``LOOKS``)."""
+    if look not in LOOKS:
+        raise ValueError(f"unknown look {look!r}; known: {sorted(LOOKS)}")
+    return LOOKS[look][0](np.asarray(x, dtype=np.uint8))
+
+
+def look_captions(look: str) -> list[list[str]]:
+    """look_captions(look)[class][template]: the captions of images in ``look``."""
+    if look not in LOOKS:
+        raise ValueError(f"unknown look {look!r}; known: {sorted(LOOKS)}")
+    adj = LOOKS[look][1]
+    if adj is None:
+        return captions()
+    return [[t.format(a=adj, c=n.replace("_", " ")).replace("a inverted", "an inverted") for t in LOOK_TEMPLATES]
+            for n in CLASSNAMES]
 
 
 def pretrain_pairs(data_root: str | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -105,10 +173,17 @@ def class_positive_clip_loss(img: torch.Tensor, txt: torch.Tensor, labels: torch
 def pretrain(out: str | Path, steps: int = RECIPE["steps"], batch_size: int = RECIPE["batch_size"],
              lr: float = RECIPE["lr"], weight_decay: float = RECIPE["weight_decay"], warmup: int = RECIPE["warmup"],
              seed: int = RECIPE["seed"], data_root: str | None = None, max_images: int | None = None,
-             minutes: float | None = None, threads: int | None = 1) -> dict:
+             minutes: float | None = None, threads: int | None = 1, looks: list[str] | None = None) -> dict:
     """Train the demo CLIP for ``steps`` steps (or until ``minutes`` of wall time) and save its state
     dict to ``out``; returns a summary. ``max_images``: use only the first N pairs (tests).
-    ``threads``: torch intra-op threads (1 is fastest for this small model on a shared CPU)."""
+    ``threads``: torch intra-op threads (1 is fastest for this small model on a shared CPU).
+    ``looks``: None, the images as they are, captions naming the class, same-class pairs positives;
+    else names from ``LOOKS``: each image drawn in one of them (uniformly), captioned with a caption
+    of its look (``look_captions``), and positives are pairs of the same class and look."""
+    if looks is not None:
+        unknown = sorted(set(looks) - set(LOOKS))
+        if unknown or not looks:
+            raise ValueError(f"unknown looks {unknown} (known: {sorted(LOOKS)})" if unknown else "looks is empty")
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -121,6 +196,8 @@ def pretrain(out: str | Path, steps: int = RECIPE["steps"], batch_size: int = RE
     if max_images:
         x_all, y_all = x_all[:max_images], y_all[:max_images]
     cap_tokens = torch.stack([tok(c) for c in captions()])  # [C, T, L]
+    if looks is not None:
+        look_tokens = [torch.stack([tok(c) for c in look_captions(k)]) for k in looks]  # per look [C, T_k, L]
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98), eps=1e-6)
     warmup = max(1, min(warmup, steps // 10))
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -135,12 +212,27 @@ def pretrain(out: str | Path, steps: int = RECIPE["steps"], batch_size: int = RE
         idx = np.sort(order[cursor:cursor + batch_size])
         cursor += batch_size
         y = torch.from_numpy(y_all[idx]).long()
-        images = images_to_tensor(x_all[idx], True, g)
-        tmpl = torch.randint(0, len(CAPTION_TEMPLATES), (len(idx),), generator=g)
-        img = F.normalize(model.encode_image(images), dim=-1)
-        # the captions are class x template: encode the unique ones once per step, then index
-        txt = F.normalize(model.encode_text(cap_tokens.flatten(0, 1)), dim=-1).view(*cap_tokens.shape[:2], -1)
-        loss = class_positive_clip_loss(img, txt[y, tmpl], y, model.logit_scale.exp().clamp(max=100))
+        if looks is None:
+            images = images_to_tensor(x_all[idx], True, g)
+            tmpl = torch.randint(0, len(CAPTION_TEMPLATES), (len(idx),), generator=g)
+            img = F.normalize(model.encode_image(images), dim=-1)
+            # the captions are class x template: encode the unique ones once per step, then index
+            txt = F.normalize(model.encode_text(cap_tokens.flatten(0, 1)), dim=-1).view(*cap_tokens.shape[:2], -1)
+            loss = class_positive_clip_loss(img, txt[y, tmpl], y, model.logit_scale.exp().clamp(max=100))
+        else:
+            look = torch.randint(0, len(looks), (len(idx),), generator=g)
+            x = x_all[idx].copy()
+            tokens = []
+            for k, name in enumerate(looks):
+                sel = (look == k).numpy()
+                x[sel] = apply_look(x[sel], name)
+                tmpl = torch.randint(0, look_tokens[k].shape[1], (int(sel.sum()),), generator=g)
+                tokens.append((np.flatnonzero(sel), look_tokens[k][y[sel], tmpl]))
+            order_in_batch = np.concatenate([i for i, _ in tokens])
+            toks = torch.cat([t for _, t in tokens])[np.argsort(order_in_batch)]
+            img = F.normalize(model.encode_image(images_to_tensor(x, True, g)), dim=-1)
+            txt = F.normalize(model.encode_text(toks), dim=-1)
+            loss = class_positive_clip_loss(img, txt, y * len(looks) + look, model.logit_scale.exp().clamp(max=100))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -185,15 +277,24 @@ def _lock(path: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def ensure_demo_clip(path: str | Path | None = None, data_root: str | None = None, verbose: bool = True,
-                     **recipe) -> Path:
-    """The cached demo CLIP's weights file, trained first if it is missing or was trained with
-    another recipe (``RECIPE`` updated by ``recipe``). Returns the path."""
-    path = Path(path) if path else default_path()
-    want = {**RECIPE, **recipe}
-    unknown = set(recipe) - set(RECIPE)
+def variant_recipe(variant: str | None = None, **recipe) -> dict:
+    """The full recipe of ``variant`` (None: the default demo CLIP) updated by ``recipe``."""
+    if variant is not None and variant not in VARIANTS:
+        raise ValueError(f"unknown demo CLIP variant {variant!r}; known: {sorted(VARIANTS)}")
+    base = {**RECIPE, **VARIANTS.get(variant, {})}
+    unknown = set(recipe) - set(base)
     if unknown:
-        raise TypeError(f"unknown recipe keys {sorted(unknown)}; valid: {sorted(RECIPE)}")
+        raise TypeError(f"unknown recipe keys {sorted(unknown)}; valid: {sorted(base)}")
+    return {**base, **recipe}
+
+
+def ensure_demo_clip(path: str | Path | None = None, data_root: str | None = None, verbose: bool = True,
+                     variant: str | None = None, **recipe) -> Path:
+    """The cached demo CLIP's weights file, trained first if it is missing or was trained with
+    another recipe (``RECIPE``, with ``VARIANTS[variant]`` for a named variant, updated by
+    ``recipe``). Returns the path (default: ``default_path(variant)``)."""
+    want = variant_recipe(variant, **recipe)
+    path = Path(path) if path else default_path(variant)
     with _lock(path):
         if cached_recipe(path) == want:
             return path
@@ -209,9 +310,9 @@ def ensure_demo_clip(path: str | Path | None = None, data_root: str | None = Non
 
 
 def load_demo_clip(path: str | Path | None = None, device: str | torch.device = "cpu",
-                   data_root: str | None = None) -> ClipBundle:
+                   data_root: str | None = None, variant: str | None = None) -> ClipBundle:
     """The demo CLIP (trained into the cache first if needed), eval mode, with its transform and tokenizer."""
-    return load_clip(ARCH, str(ensure_demo_clip(path, data_root)), device=device)
+    return load_clip(ARCH, str(ensure_demo_clip(path, data_root, variant=variant)), device=device)
 
 
 def zero_shot_accuracy(bundle: ClipBundle, x: np.ndarray, y: np.ndarray, template: str = "a photo of a {}.",
@@ -231,10 +332,17 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=None, help=f"weights file (default: the cache, {default_path()})")
     p.add_argument("--steps", type=int, default=RECIPE["steps"])
+    p.add_argument("--variant", default=None, choices=sorted(VARIANTS), help="a named variant (own cache file)")
     p.add_argument("--eval", action="store_true", help="print zero-shot accuracy on Fashion-MNIST test")
     a = p.parse_args()
-    path = ensure_demo_clip(a.out, steps=a.steps)
+    path = ensure_demo_clip(a.out, variant=a.variant, steps=a.steps)
     print(path, cached_recipe(path))
     if a.eval:
         xt, yt = fashion_mnist.load("test")
-        print(f"zero-shot accuracy on the 10,000 test images: {zero_shot_accuracy(load_clip(ARCH, str(path)), xt, yt):.1f}%")
+        bundle = load_clip(ARCH, str(path))
+        for look in (["plain"] if a.variant is None else cached_recipe(path)["looks"]):
+            xl = apply_look(xt, look)
+            named = look_captions(look)[0][0].replace(CLASSNAMES[0].replace("_", " "), "{}")
+            print(f"zero-shot accuracy on the 10,000 test images, look {look}: "
+                  f"{zero_shot_accuracy(bundle, xl, yt):.1f}% ('a photo of a {{}}.'), "
+                  f"{zero_shot_accuracy(bundle, xl, yt, named):.1f}% ({named!r})")

@@ -22,3 +22,44 @@ def test_result_rows_are_report_rows():
     assert coop["note"] == "4 seeds; averaged-logits ensemble 77.7"
     assert rows[0]["std"] is None and rows[0]["setting"] == "no training"          # one seed: no spread
     assert rows[3]["setting"] == "zero-shot pseudo-labels (19.4 % wrong)"
+
+
+def test_demo_dataset_in_a_look_is_the_plain_split_with_changed_pixels(tmp_path):
+    """projects/ptnl/demo_data.py: the look's images folder holds every image of the same split file,
+    each the plain image in that look (shared.clip.demo_clip.apply_look), read by the CoOp loader."""
+    import numpy as np
+    import pytest
+    from PIL import Image
+
+    from projects.ptnl.demo_data import look_image_dir, write_demo_dataset
+    from shared.clip import datasets as D
+    from shared.clip.demo_clip import apply_look
+    from shared.clip.demo_data import SPLIT_FILE
+    from shared.data import fashion_mnist
+
+    if fashion_mnist.find_root() is None:
+        pytest.skip(fashion_mnist.HOW_TO_GET)
+    assert look_image_dir(None) == look_image_dir("plain") == "images" and look_image_dir("dark") == "images_dark"
+    ddir = write_demo_dataset(tmp_path, 2, 1, 1, "dark")
+    plain = D.load_dataset("FashionMNIST", tmp_path, dataset_dir=ddir.name, image_dir="images", split_file=SPLIT_FILE)
+    dark = D.load_dataset("FashionMNIST", tmp_path, dataset_dir=ddir.name, image_dir="images_dark",
+                          split_file=SPLIT_FILE)
+    assert len(dark.train) == len(plain.train) == 20 and len(dark.test) == len(plain.test) == 10
+    for a, b in zip(plain.train + plain.val + plain.test, dark.train + dark.val + dark.test):
+        assert a.label == b.label and a.impath != b.impath
+        x = np.asarray(Image.open(a.impath))[None]
+        assert np.array_equal(np.asarray(Image.open(b.impath))[None], apply_look(x, "dark"))
+    with pytest.raises(ValueError, match="unknown look"):
+        write_demo_dataset(tmp_path, 2, 1, 1, "shiny")
+
+
+def test_demo_config_look_and_images_folder_must_agree(tmp_path):
+    import pytest
+
+    from projects.ptnl.reproduce import DEMO_CONFIG, prepare_demo
+    from shared.config import load_config
+
+    cfg = load_config(DEMO_CONFIG, [f"data.root={tmp_path}", "data.image_dir=images"])
+    assert cfg.demo.look == "dark" and cfg.demo.clip_variant == "looks"
+    with pytest.raises(ValueError, match="images_dark"):
+        prepare_demo(cfg, 2, 1, 1)

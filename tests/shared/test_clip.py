@@ -180,6 +180,79 @@ def test_demo_clip_default_path_follows_env(monkeypatch, tmp_path):
     assert demo_clip.default_path() == demo_clip.REPO_ROOT / "data" / "demo_clip" / "demo-clip-fmnist.pt"
 
 
+def test_demo_clip_variants_have_their_own_cache_and_leave_the_default_alone(monkeypatch, tmp_path):
+    """A named variant (the PTNL demo's "looks") is RECIPE plus its keys, in its own file beside the
+    default cache; the default recipe and path, shared with the Patch Ranking demo, stay as they were."""
+    from shared.clip import demo_clip
+
+    monkeypatch.delenv(demo_clip.CACHE_ENV, raising=False)
+    assert demo_clip.RECIPE == {"steps": 600, "batch_size": 128, "lr": 1e-3, "weight_decay": 0.1, "warmup": 60,
+                                "seed": 0, "images": 50000}
+    assert demo_clip.variant_recipe() == demo_clip.RECIPE
+    assert demo_clip.variant_recipe("looks") == {**demo_clip.RECIPE, "looks": list(demo_clip.LOOKS)}
+    assert demo_clip.variant_recipe("looks", steps=5)["steps"] == 5
+    assert demo_clip.default_path("looks") == demo_clip.REPO_ROOT / "data" / "demo_clip" / "demo-clip-fmnist-looks.pt"
+    monkeypatch.setenv(demo_clip.CACHE_ENV, str(tmp_path / "x.pt"))
+    assert demo_clip.default_path("looks") == tmp_path / "x-looks.pt"
+    with pytest.raises(ValueError, match="unknown demo CLIP variant"):
+        demo_clip.default_path("lookz")
+    with pytest.raises(TypeError, match="unknown recipe keys"):
+        demo_clip.variant_recipe(None, looks=["dark"])          # the default recipe has no looks
+    with pytest.raises(ValueError, match="unknown looks"):
+        demo_clip.pretrain(tmp_path / "y.pt", steps=1, looks=["plain", "shiny"])
+
+
+def test_demo_clip_looks_change_the_images_and_name_themselves_in_the_captions():
+    from shared.clip import demo_clip
+
+    x = np.zeros((1, 28, 28), np.uint8)
+    x[0, 0, :2] = [100, 255]
+    x[0, 1, :2] = [20, 1]
+    assert np.array_equal(demo_clip.apply_look(x, "plain"), x)
+    assert demo_clip.apply_look(x, "dark")[0, 0, :2].tolist() == [35, 89]           # x 0.35, rounded
+    assert np.array_equal(demo_clip.apply_look(x, "inverted"), 255 - x)
+    small = demo_clip.apply_look(x, "small")                     # 2x2 means, centred on a black 28 x 28
+    assert small[0, 7, 7] == round((100 + 255 + 20 + 1) / 4) and small.sum() == small[0, 7, 7]
+    rot = demo_clip.apply_look(x, "rotated")                      # 90 degrees anticlockwise
+    assert rot[0, 27, 0] == 100 and rot[0, 26, 0] == 255 and rot[0, 27, 1] == 20
+    with pytest.raises(ValueError, match="unknown look"):
+        demo_clip.apply_look(x, "shiny")
+    assert demo_clip.look_captions("plain") == demo_clip.captions()
+    for look in ("dark", "inverted", "small", "rotated"):
+        caps = demo_clip.look_captions(look)
+        assert len(caps) == len(demo_clip.CLASSNAMES)
+        assert all(look in c and name.replace("_", " ") in c for name, row in zip(demo_clip.CLASSNAMES, caps)
+                   for c in row)
+    assert demo_clip.look_captions("inverted")[0][0] == "an inverted photo of a t-shirt."
+
+
+@pytest.mark.slow
+def test_demo_clip_looks_variant_trains_on_class_and_look_positives(monkeypatch, tmp_path):
+    """The "looks" pre-training: its own cache with its recipe; the contrastive targets are (class, look)
+    pairs, so a caption of another look of the same class is a negative."""
+    from shared.clip import demo_clip
+    from shared.data import fashion_mnist
+
+    if fashion_mnist.find_root() is None:
+        pytest.skip(fashion_mnist.HOW_TO_GET)
+    seen = []
+    loss = demo_clip.class_positive_clip_loss
+    monkeypatch.setattr(demo_clip, "class_positive_clip_loss", lambda i, t, labels, s: seen.append(labels) or
+                        loss(i, t, labels, s))
+    threads = torch.get_num_threads()
+    tiny = {"steps": 4, "batch_size": 64, "images": 500, "warmup": 2}
+    try:
+        path = demo_clip.ensure_demo_clip(tmp_path / "c.pt", verbose=False, variant="looks", **tiny)
+    finally:
+        torch.set_num_threads(threads)
+    assert demo_clip.cached_recipe(path) == demo_clip.variant_recipe("looks", **tiny)
+    labels = torch.cat(seen)
+    n_looks = len(demo_clip.LOOKS)
+    assert len(seen) == 4 and labels.max() < 10 * n_looks and len(torch.unique(labels % n_looks)) == n_looks
+    _, y = demo_clip.pretrain_pairs()
+    assert set((labels // n_looks).tolist()) <= set(y[:500].tolist())
+
+
 def test_demo_fashion_mnist_in_coop_layout(tmp_path):
     """shared.clip.demo_data: the demos' dataset is real Fashion-MNIST pixels in CoOp's layout, read by the
     CoOp loader; train/val come after the demo CLIP's pre-training images, test from the test split."""
