@@ -29,14 +29,15 @@ ABLATIONS = {"no_loc": "loss.w_loc=0.0", "no_sep": "loss.w_sep=0.0", "no_mix": "
 
 
 def prepare_demo(cfg, n_train: int, n_test: int, distractors: str = "silent", n_distractors: int = 32,
-                 object_frac: tuple[float, float] = (0.5, 0.7)) -> None:
+                 object_frac: tuple[float, float] = (0.5, 0.7), placement: str = "cells") -> None:
     """The tuxpaint set and the stand-in ImageNet classifier; both are remade when their settings change."""
     from shared.data.tuxpaint import make_tuxpaint_av
 
     make_tuxpaint_av(cfg.data.root, n_train=n_train, n_test=n_test, n_duet=max(8, n_test // 2),
                      n_pairs=n_test, size=2 * cfg.data.image_size,
                      duration=cfg.data.audio.n_samples / cfg.data.audio.sample_rate + 0.05, seed=cfg.run.seed,
-                     distractors=distractors, n_distractors=n_distractors, object_frac=tuple(object_frac))
+                     distractors=distractors, n_distractors=n_distractors, object_frac=tuple(object_frac),
+                     placement=placement)
     weights = cfg.model.image_weights
     if weights and weights != "torchvision":
         # the demo's stand-in for ImageNet: a classifier of the sounding objects' pictures (pretrain_demo.py)
@@ -242,7 +243,9 @@ def main(argv=None) -> dict:
                    help="demo: the objects beside the sounding one are silent pictures (default) or other sounding classes")
     p.add_argument("--n-distractors", type=int, default=32, help="demo: silent pictures to draw the distractors from")
     p.add_argument("--object-frac", type=float, nargs=2, default=(0.5, 0.7), metavar=("MIN", "MAX"),
-                   help="demo: each object's longer side as a fraction of the frame's")
+                   help="demo, --placement free: each object's longer side as a fraction of the frame's")
+    p.add_argument("--placement", choices=["cells", "free"], default="cells",
+                   help="demo: one object per cell of a 2-3 cell split of the frame (default), or free placement")
     p.add_argument("--report-only", action="store_true", help="no training: rebuild the table, the results files "
                    "and the figures from the finished runs (<run>/reproduce.json)")
     p.add_argument("overrides", nargs="*")
@@ -262,7 +265,7 @@ def main(argv=None) -> dict:
             raise ValueError(f"{saved} has no results for {missing} (was it made with --no-ablations?)")
         return report(cfg, a, {t: results[t] for t in ("untrained", *runs)}, runs, demo)
     if demo:
-        prepare_demo(cfg, a.n_train, a.n_test, a.distractors, a.n_distractors, a.object_frac)
+        prepare_demo(cfg, a.n_train, a.n_test, a.distractors, a.n_distractors, a.object_frac, a.placement)
     results = {"untrained": None, **{k: None for k in runs}}
     if a.jobs > 1:
         results.update(train_parallel(a.config, runs, a.jobs))

@@ -79,17 +79,25 @@ def draw_object(draw: ImageDraw.ImageDraw, cls: int, box, rng: np.random.Generat
         draw.polygon(_polygon(kind, box, rng), fill=colour, outline=outline, width=3)
 
 
-def _layout(rng: np.random.Generator) -> list[tuple[float, float, float, float]]:
-    """Cells (x0, y0, x1, y1) in [0, 1]: two halves, or a half and two quarters."""
-    if rng.random() < 0.6:
+def split_cells(rng: np.random.Generator, n: int) -> list[tuple[float, float, float, float]]:
+    """``n`` (2 or 3) non-overlapping cells (x0, y0, x1, y1) in [0, 1] that tile the frame: two halves,
+    or a half and two quarters; left/right or, at random, top/bottom."""
+    if n == 2:
         cells = [(0, 0, 0.5, 1), (0.5, 0, 1, 1)]
-    else:
+    elif n == 3:
         big = rng.integers(2)
         cells = [(0, 0, 0.5, 1), (0.5, 0, 1, 0.5), (0.5, 0.5, 1, 1)] if big == 0 else \
                 [(0.5, 0, 1, 1), (0, 0, 0.5, 0.5), (0, 0.5, 0.5, 1)]
+    else:
+        raise ValueError(f"a frame splits into 2 or 3 cells, not {n}")
     if rng.random() < 0.5:  # transpose: top/bottom instead of left/right
         cells = [(y0, x0, y1, x1) for x0, y0, x1, y1 in cells]
     return cells
+
+
+def _layout(rng: np.random.Generator) -> list[tuple[float, float, float, float]]:
+    """Two halves (60 %) or a half and two quarters."""
+    return split_cells(rng, 2 if rng.random() < 0.6 else 3)
 
 
 def _object_box(cell, rng: np.random.Generator, size: int) -> tuple[int, int, int, int]:

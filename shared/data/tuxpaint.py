@@ -45,6 +45,7 @@ import numpy as np
 from PIL import Image
 
 from shared.data.audio import load_audio, write_wav
+from shared.data.demo_av import split_cells
 
 log = logging.getLogger(__name__)
 
@@ -134,22 +135,39 @@ def background(size: int, rng: np.random.Generator) -> Image.Image:
     return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
 
 
-def compose(stamps: list[Stamp], size: int, rng: np.random.Generator, min_frac=0.3, max_frac=0.45):
-    """Paste the stamps at random non-overlapping-ish places. Returns the RGB frame, the pixel boxes
-    (x0, y0, x1, y1, end-exclusive) and the (size, size) 0/1 alpha mask of each stamp (occlusion by
-    later stamps removed)."""
+PLACEMENTS = ("free", "cells")
+
+
+def compose(stamps: list[Stamp], size: int, rng: np.random.Generator, min_frac=0.3, max_frac=0.45,
+            placement: str = "free"):
+    """Paste the stamps on a random background. ``placement="free"``: each at a random place, its longer
+    side ``min_frac``-``max_frac`` of the frame side, overlapping earlier ones by < 25 % where 20 tries
+    allow; ``"cells"``: the frame split into 2-3 cells (``demo_av.split_cells``: halves, or a half and two
+    quarters), one stamp per cell filling 80-95 % of it, so objects never overlap and sit off-centre.
+    Returns the RGB frame, the pixel boxes (x0, y0, x1, y1, end-exclusive) and the (size, size) 0/1 alpha
+    mask of each stamp (occlusion by later stamps removed)."""
+    if placement not in PLACEMENTS:
+        raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
     canvas = background(size, rng)
+    cells = split_cells(rng, len(stamps)) if placement == "cells" and len(stamps) > 1 else None
     boxes, masks = [], []
-    for st in stamps:
-        for _ in range(20):  # rejection-sample a place that overlaps earlier boxes by < 25 %
-            side = int(size * rng.uniform(min_frac, max_frac))
-            w, h = st.rgba.size
-            scale = side / max(w, h)
+    for k, st in enumerate(stamps):
+        w, h = st.rgba.size
+        if cells is not None:
+            cx0, cy0, cx1, cy1 = (v * size for v in cells[k])
+            scale = rng.uniform(0.8, 0.95) * min((cx1 - cx0) / w, (cy1 - cy0) / h)
             bw, bh = max(1, int(w * scale)), max(1, int(h * scale))
-            x0, y0 = int(rng.integers(0, size - bw + 1)), int(rng.integers(0, size - bh + 1))
-            ok = all(_overlap((x0, y0, x0 + bw, y0 + bh), b) < 0.25 for b in boxes)
-            if ok:
-                break
+            x0 = int(cx0 + rng.uniform(0, cx1 - cx0 - bw))
+            y0 = int(cy0 + rng.uniform(0, cy1 - cy0 - bh))
+        else:
+            for _ in range(20):  # rejection-sample a place that overlaps earlier boxes by < 25 %
+                side = int(size * rng.uniform(min_frac, max_frac))
+                scale = side / max(w, h)
+                bw, bh = max(1, int(w * scale)), max(1, int(h * scale))
+                x0, y0 = int(rng.integers(0, size - bw + 1)), int(rng.integers(0, size - bh + 1))
+                ok = all(_overlap((x0, y0, x0 + bw, y0 + bh), b) < 0.25 for b in boxes)
+                if ok:
+                    break
         im = st.rgba.resize((bw, bh), Image.BICUBIC)
         if rng.random() < 0.5:
             im = im.transpose(Image.FLIP_LEFT_RIGHT)
@@ -181,18 +199,21 @@ def make_tuxpaint_av(root: str | Path, n_train: int = 600, n_test: int = 80, n_d
                      n_pairs: int = 80, size: int = 224, duration: float = 1.0, sample_rate: int = 11025,
                      prefix: str = "demo", seed: int = 0, classes: dict[str, str] | None = None,
                      stamps_dir: Path = STAMPS, max_objects: int = 3, distractors: str = "silent",
-                     n_distractors: int = 32, object_frac: tuple[float, float] = (0.3, 0.45)) -> Path:
+                     n_distractors: int = 32, object_frac: tuple[float, float] = (0.3, 0.45),
+                     placement: str = "free") -> Path:
     """Write the demo set (see the module docstring) under ``root``; returns ``root``. Deterministic
     in the arguments; an existing complete set (its ``<prefix>_classes.json`` written last) made with
     the same arguments is kept, one made with other arguments is replaced."""
     if distractors not in DISTRACTOR_MODES:
         raise ValueError(f"distractors must be one of {DISTRACTOR_MODES}, got {distractors!r}")
+    if placement not in PLACEMENTS:
+        raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
     root = Path(root)
     done = root / "metadata" / f"{prefix}_classes.json"
     settings = {"n_train": n_train, "n_test": n_test, "n_duet": n_duet, "n_pairs": n_pairs, "size": size,
                 "duration": duration, "sample_rate": sample_rate, "seed": seed, "max_objects": max_objects,
                 "distractors": distractors, "n_distractors": n_distractors, "object_frac": list(object_frac),
-                "classes": classes or DEFAULT_CLASSES}
+                "placement": placement, "classes": classes or DEFAULT_CLASSES}
     if done.is_file():
         old = json.loads(done.read_text()).get("settings")
         if old == json.loads(json.dumps(settings)):
@@ -213,7 +234,7 @@ def make_tuxpaint_av(root: str | Path, n_train: int = 600, n_test: int = 80, n_d
         others = [others_pool[i] for i in rng.permutation(pool)[: n_obj - 1]]
         pictures = [stamps[k]] + others
         order = rng.permutation(len(pictures))
-        frame, boxes, masks = compose([pictures[i] for i in order], size, rng, *object_frac)
+        frame, boxes, masks = compose([pictures[i] for i in order], size, rng, *object_frac, placement)
         j = int(np.flatnonzero(order == 0)[0])
         return frame, boxes[j], masks[j]
 
@@ -239,7 +260,7 @@ def make_tuxpaint_av(root: str | Path, n_train: int = 600, n_test: int = 80, n_d
     duet = []
     for i in range(n_duet):
         a, b = (int(x) for x in rng.choice(len(stamps), 2, replace=False))
-        frame, boxes, _ = compose([stamps[a], stamps[b]], size, rng, *object_frac)
+        frame, boxes, _ = compose([stamps[a], stamps[b]], size, rng, *object_frac, placement)
         vid = f"duet_{i:05d}"
         (root / "duet" / "frames").mkdir(parents=True, exist_ok=True)
         frame.save(root / "duet" / "frames" / f"{vid}_00000.jpg", quality=92)

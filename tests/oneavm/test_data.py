@@ -65,6 +65,33 @@ def test_tuxpaint_distractors_and_settings(tmp_path):
         make_tuxpaint_av(tmp_path / "b", distractors="loud", **kw)
 
 
+def test_cell_placement_puts_one_object_in_each_cell():
+    from shared.data.demo_av import split_cells
+    from shared.data.tuxpaint import compose, load_stamps
+
+    stamps = load_stamps()[:3]
+    rng = np.random.default_rng(0)
+    for n in (2, 3):
+        for _ in range(10):
+            _, boxes, masks = compose(stamps[:n], 96, rng, placement="cells")
+            in_quarter = 0
+            for x0, y0, x1, y1 in boxes:  # inside a half (or a quarter) of the frame: never across both midlines
+                assert 0 <= x0 < x1 <= 96 and 0 <= y0 < y1 <= 96
+                across_x, across_y = x0 < 48 < x1, y0 < 48 < y1
+                assert not (across_x and across_y), (n, boxes)
+                in_quarter += not across_x and not across_y
+            assert n == 2 or in_quarter >= 2  # a half and two quarters
+            for i in range(n):  # objects never overlap
+                for j in range(i + 1, n):
+                    a, b = boxes[i], boxes[j]
+                    assert min(a[2], b[2]) <= max(a[0], b[0]) or min(a[3], b[3]) <= max(a[1], b[1])
+                    assert (masks[i] & masks[j]).sum() == 0
+    with pytest.raises(ValueError, match="placement"):
+        compose(stamps[:2], 96, rng, placement="grid")
+    with pytest.raises(ValueError, match="2 or 3"):
+        split_cells(rng, 4)
+
+
 def test_duet_boxes_are_xywh():
     # a box at x=0.1, y=0.2 of width 0.3 and height 0.4: corners (0.1, 0.2) - (0.4, 0.6)
     assert norm_boxes_to_pixels([[0.1, 0.2, 0.3, 0.4]], "xywh", 100) == [[10, 20, 40, 60]]
