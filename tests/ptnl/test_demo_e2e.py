@@ -18,9 +18,12 @@ from shared.data import fashion_mnist
 def test_demo_pipeline_end_to_end(tmp_path):
     if fashion_mnist.find_root() is None:
         pytest.skip(fashion_mnist.HOW_TO_GET)
-    grid = {"name": "demo_small", "project": "ptnl", "datasets": ["demo"], "grids": [
+    # 10 epochs everywhere but clean CE, which gets the official 50: at 10, clean CE is still unsettled
+    # (measured at this size, seeds 1-6: 46.7-70.3 %, one seed below zero-shot's 52.3); at 50, 66.7-71.7 %
+    grid = {"name": "demo_small", "project": "ptnl", "datasets": ["demo"], "overrides": ["optim.epochs=10"], "grids": [
         {"fixed": {"method": "zeroshot"}, "axes": {"run.seed": [1]}},
-        {"fixed": {"method": "coop", "loss.name": "ce"}, "axes": {"fewshot.noise_rate": [0.0], "run.seed": [1, 2]}},
+        {"fixed": {"method": "coop", "loss.name": "ce", "optim.epochs": 50},
+         "axes": {"fewshot.noise_rate": [0.0], "run.seed": [1, 2]}},
         {"fixed": {"method": "coop", "loss.name": "gce"}, "axes": {"fewshot.noise_rate": [0.5], "run.seed": [1, 2]}},
         {"fixed": {"method": "linear_probe"}, "axes": {"fewshot.noise_rate": [0.0, 0.5], "run.seed": [1, 2]}},
         {"fixed": {"method": "upl", "loss.name": "ce"}, "axes": {"run.seed": [1]}},
@@ -34,7 +37,7 @@ def test_demo_pipeline_end_to_end(tmp_path):
             "--grid", str(gfile), "--n-train", "40", "--n-val", "4", "--n-test", "30",
             "--figures-dir", str(tmp_path / "figures"),
             f"data.root={tmp_path}/data", f"clip.pretrained={clip}", f"run.root={tmp_path}/runs",
-            "fewshot.shots=16", "pseudo.k=8", "optim.epochs=10"])
+            "fewshot.shots=16", "pseudo.k=8"])
     finally:
         torch.set_num_threads(threads)
     rows = {(r["method"], r["noise_rate"], r["loss"]): r for r in out["rows"]}
@@ -47,6 +50,11 @@ def test_demo_pipeline_end_to_end(tmp_path):
     lp0, lp50 = rows[("linear_probe", 0.0, "-")]["mean"], rows[("linear_probe", 0.5, "-")]["mean"]
     # the paper's finding at demo scale (chance is 10 %):
     assert ce0 > 30                      # CoOp with CE on clean shots learns the task
+    # ... and beats zero-shot: the images are dark, "a photo of a {}." names the plain look, and the demo
+    # CLIP's text tower reads the look's words (its "looks" pre-training), so the learned context has a
+    # domain to adapt to. Measured at this size: zero-shot 52.3, CE 66.7-71.7 (seeds 1-6, std 1.8); the
+    # full demo: 51.3 vs 67.5 +- 1.4 (seeds 1-4). 8 points is over 4 seed std below the smallest gain.
+    assert ce0 > zs + 8
     assert gce50 > lp50 + 5              # with half the labels wrong, GCE prompt tuning beats the linear probe
     assert lp50 < lp0                    # noise hurts the linear probe
     assert zs > 30                       # the demo CLIP learned from captions
