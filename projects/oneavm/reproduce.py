@@ -238,7 +238,7 @@ def main(argv=None) -> dict:
     p.add_argument("--jobs", type=int, default=1, help="train the full model and the ablations as this many "
                    "parallel processes (each a plain `python -m projects.oneavm.train` run)")
     p.add_argument("--n-train", type=int, default=1536, help="demo: training clips to compose")
-    p.add_argument("--n-test", type=int, default=48, help="demo: test clips (and separation pairs)")
+    p.add_argument("--n-test", type=int, default=96, help="demo: test clips (and separation pairs)")
     p.add_argument("--distractors", choices=["silent", "sounding"], default="silent",
                    help="demo: the objects beside the sounding one are silent pictures (default) or other sounding classes")
     p.add_argument("--n-distractors", type=int, default=32, help="demo: silent pictures to draw the distractors from")
