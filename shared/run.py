@@ -11,12 +11,15 @@ pid, host and start time and taken over); a folder started with another config i
 that differ, unless ``run.allow_config_change`` (the old config is kept under ``config_history/``); when
 checkpoint files exist but none loads the run stops naming them, unless ``run.restart_on_corrupt`` (the
 old files move to ``restarts/<time>/``, as they do for ``run.resume=never``); temp files of a save that
-was interrupted are removed at start.
+was interrupted are removed at start. The files and folders named by the config keys in ``run.input_keys``
+(local weights, a generated data set) are fingerprinted into ``inputs.json``; a folder whose checkpoints or
+results were made from other contents is refused the same way as a changed config.
 """
 from __future__ import annotations
 
 import atexit
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -338,10 +341,7 @@ def _check_config(cfg: Config, run_dir: Path) -> None:
     patterns = cfg.run.get("changeable_keys") or []
     blocking = [c for c in changes if MISSING not in (c[1], c[2]) and not _changeable(c[0], patterns)]
     lines = "\n  ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in (blocking or changes))
-    ckpts = run_dir / "checkpoints"
-    produced = (run_dir / "results.json").exists() or (ckpts.is_dir() and any(
-        p.suffix == ".pt" or p.name == "last.txt" for p in ckpts.iterdir()))
-    if blocking and produced and not cfg.run.get("allow_config_change", False) and cfg.run.get("resume") != "never":
+    if blocking and _produced(run_dir) and not cfg.run.get("allow_config_change", False) and cfg.run.get("resume") != "never":
         raise ConfigChanged(
             f"{run_dir} was started with another config; these keys differ (was -> now):\n  {lines}\n"
             "Its checkpoints and results belong to the old values. Give this run another run.name, or continue "
@@ -353,6 +353,82 @@ def _check_config(cfg: Config, run_dir: Path) -> None:
     os.replace(saved, kept)
     log.warning("the config differs from the one %s was started with (kept as %s):\n  %s", run_dir, kept,
                 "\n  ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in changes))
+
+
+SMALL_FILE = 1 << 20  # folder fingerprints read files up to this size; larger ones count by size
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fingerprint_path(value) -> str | None:
+    """What a config value names, as one string: a file's sha256; a folder's sha256 over its files' relative
+    paths, sizes and (up to ``SMALL_FILE`` bytes) contents, so the same data moved elsewhere keeps it; anything
+    else (a hub tag, ``torchvision``, a path that does not exist) the value itself; None for null."""
+    if value is None or value == "":
+        return None
+    path = Path(str(value)).expanduser()
+    if path.is_file():
+        return "sha256:" + _file_digest(path)
+    if path.is_dir():
+        h = hashlib.sha256()
+        for f in sorted(p for p in path.rglob("*") if p.is_file()):
+            size = f.stat().st_size
+            h.update(f"{f.relative_to(path).as_posix()}\t{size}\t".encode())
+            if size <= SMALL_FILE:
+                h.update(_file_digest(f).encode())
+            h.update(b"\n")
+        return "folder-sha256:" + h.hexdigest()
+    return f"value:{value}"
+
+
+def _config_value(cfg: Config, key: str):
+    node = cfg
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise ValueError(f"run.input_keys names {key!r}, which is not a key of this config")
+        node = node[part]
+    return node
+
+
+def input_fingerprints(cfg: Config) -> dict[str, str | None]:
+    """``{key: fingerprint_path(value)}`` for every key in ``run.input_keys``."""
+    return {k: fingerprint_path(_config_value(cfg, k)) for k in cfg.run.get("input_keys") or []}
+
+
+def _produced(run_dir: Path) -> bool:
+    ckpts = run_dir / "checkpoints"
+    return (run_dir / "results.json").exists() or (ckpts.is_dir() and any(
+        p.suffix == ".pt" or p.name == "last.txt" for p in ckpts.iterdir()))
+
+
+def _check_inputs(cfg: Config, run_dir: Path) -> None:
+    """Refuse a run folder whose checkpoints or results were made from other inputs (``run.input_keys``) or
+    before they were recorded, unless ``run.allow_config_change`` or ``run.resume=never``; then record them."""
+    now = input_fingerprints(cfg)
+    record = run_dir / "inputs.json"
+    before = json.loads(record.read_text()) if record.is_file() else None
+    overridden = cfg.run.get("allow_config_change", False) or cfg.run.get("resume") == "never"
+    if now and _produced(run_dir) and not overridden:
+        if before is None:
+            changed = list(now)
+        else:
+            changed = [k for k in now if k in before and before[k] != now[k]]
+        if changed:
+            what = "\n  ".join(f"{k} = {_config_value(cfg, k)!r}: "
+                               f"{'unrecorded' if before is None else before[k]} -> {now[k]}" for k in changed)
+            raise ConfigChanged(
+                f"{run_dir} was made from other inputs than the config names now (or before they were recorded):"
+                f"\n  {what}\nIts checkpoints and results do not belong to these files. Give this run another "
+                "run.name, start it over with run.resume=never (the old files move to restarts/), or adopt the "
+                "current files on purpose with run.allow_config_change=true.")
+    if now and before != now:
+        atomic_write_text(record, json.dumps(now, indent=1) + "\n")
 
 
 def start_run(cfg: Config) -> RunContext:
@@ -371,14 +447,15 @@ def start_run(cfg: Config) -> RunContext:
     if dist.is_main() and error is None:
         try:
             _check_config(cfg, run_dir)
-        except ConfigChanged as e:
+            _check_inputs(cfg, run_dir)
+        except (ConfigChanged, ValueError) as e:
             error = e
     errors = dist.all_gather_object(None if error is None else (type(error).__name__, str(error)))
     if errors[0] is not None:  # rank 0 decides for every rank
         if lock is not None:
             lock.release()
         kind, message = errors[0]
-        raise (error if error is not None else {"RunFolderLocked": RunFolderLocked}.get(kind, ConfigChanged)(message))
+        raise (error if error is not None else {"RunFolderLocked": RunFolderLocked, "ValueError": ValueError}.get(kind, ConfigChanged)(message))
     if dist.is_main():
         remove_stale_temps(run_dir, run_dir / "checkpoints")
         save_config(cfg, run_dir / "config.yaml")

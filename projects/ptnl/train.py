@@ -29,7 +29,7 @@ from shared.clip.datasets import SPECS, ImageListDataset, labels_of, resolve_nam
 from shared.clip.models import load_clip
 from shared.data.sampling import ResumableSampler
 from shared.loop import Loop
-from shared.run import RunContext, start_run
+from shared.run import RunContext, input_fingerprints, start_run
 from projects.ptnl.data import build_dataset, eval_loader, load_cfg_clip, select_train, test_transform, train_transform
 from projects.ptnl.eval import classification_metrics, linear_probe_eval, predict, zero_shot_eval
 from projects.ptnl.losses import build_loss
@@ -161,47 +161,9 @@ def sweep_values(results: dict) -> dict:
     return {"train_noise": (results.get("train_set") or {}).get("noise_rate")}
 
 
-def weights_fingerprint(cfg) -> str | None:
-    """sha256 of the local weights file ``clip.pretrained`` (None for a hub tag or random init): the run
-    folder's name says which architecture, not which weights (the demo CLIP's cache is retrained in
-    place when its recipe changes)."""
-    import hashlib
-    from pathlib import Path
-
-    p = cfg.clip.pretrained
-    if not p or not Path(str(p)).is_file():
-        return None
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def check_same_weights(ctx: RunContext, fingerprint: str | None) -> None:
-    """A run folder continues (or returns its finished results) only with the weights it started with:
-    ``weights.json`` in the folder records them; a folder made with other weights, or a finished one
-    from before the record existed, is an error naming the way out."""
-    from pathlib import Path
-
-    from shared.checkpoint import atomic_write_text
-
-    record = Path(ctx.run_dir) / "weights.json"
-    fresh = ctx.cfg.run.get("resume", "auto") == "never"  # the run starts over: the record is rewritten
-    started = not fresh and (record.is_file() or (Path(ctx.run_dir) / "results.json").is_file())
-    before = json.loads(record.read_text()).get("sha256") if record.is_file() else "unrecorded"
-    if started and before != fingerprint:
-        raise ValueError(
-            f"{ctx.run_dir} was run with other CLIP weights than {ctx.cfg.clip.pretrained} now holds (sha256 "
-            f"{before} there, {fingerprint} now): its results or checkpoints do not belong to these weights. "
-            "Delete the folder, use another run.root, or pass run.resume=never (the old files move to restarts/).")
-    if (fresh or not record.is_file()) and dist.is_main():
-        atomic_write_text(record, json.dumps({"pretrained": str(ctx.cfg.clip.pretrained), "sha256": fingerprint}) + "\n")
-
-
-def _results_base(cfg, ds, bundle, fingerprint: str | None = None) -> dict:
+def _results_base(cfg, ds, bundle) -> dict:
     return {"config": cfg.run.name, "dataset": ds.name, "method": cfg.method, "arch": bundle.name,
-            "weights": bundle.source, "weights_sha256": fingerprint, "seed": cfg.run.seed, "classes": ds.num_classes,
+            "weights": bundle.source, "inputs": input_fingerprints(cfg), "seed": cfg.run.seed, "classes": ds.num_classes,
             "paper": cfg.paper.to_dict() if hasattr(cfg.paper, "to_dict") else dict(cfg.paper)}
 
 
@@ -227,8 +189,6 @@ def main(cfg) -> dict:
     device = ctx.device
     if device.type == "cpu" and cfg.train.cpu_threads:
         torch.set_num_threads(int(cfg.train.cpu_threads))
-    fingerprint = weights_fingerprint(cfg)
-    check_same_weights(ctx, fingerprint)
     done = ctx.run_dir / "results.json"
     if done.is_file() and cfg.run.resume == "auto":
         log.info("%s is complete; delete results.json to run it again", ctx.run_dir)
@@ -236,7 +196,7 @@ def main(cfg) -> dict:
         return json.loads(done.read_text())
     bundle = load_cfg_clip(cfg, device)
     bundle.model.to(device)
-    results = _results_base(cfg, ds, bundle, fingerprint)
+    results = _results_base(cfg, ds, bundle)
 
     if cfg.method == "zeroshot":
         m, logits, labels = zero_shot_eval(bundle, ds, cfg, device)

@@ -159,23 +159,26 @@ def test_a_grid_with_a_bad_setting_fails_at_expansion(tmp_path):
 def test_a_run_folder_is_not_reused_with_other_weights(synth_root, tmp_path):
     """The run folder's name gives the architecture, not the weights: the demo CLIP's cache is retrained in
     place when its recipe changes, and a finished run must not be returned for the new weights."""
+    import hashlib
+
     from shared.clip.models import load_clip
+    from shared.run import ConfigChanged
 
     weights = tmp_path / "clip.pt"
     torch.manual_seed(0)
     torch.save(load_clip("tiny-clip-vit", None).model.state_dict(), weights)
     cfg = tiny_cfg(synth_root, tmp_path, "run.name=zs", "method=zeroshot", f"clip.pretrained={weights}")
     first = main(cfg)
-    assert len(first["weights_sha256"]) == 64
-    assert main(cfg)["weights_sha256"] == first["weights_sha256"]          # same weights: reused
+    assert first["inputs"] == {"clip.pretrained": "sha256:" + hashlib.sha256(weights.read_bytes()).hexdigest()}
+    assert main(cfg)["inputs"] == first["inputs"]                         # same weights: reused
     torch.manual_seed(1)
     torch.save(load_clip("tiny-clip-vit", None).model.state_dict(), weights)
-    with pytest.raises(ValueError, match="other CLIP weights"):
+    with pytest.raises(ConfigChanged, match="clip.pretrained"):
         main(cfg)
     again = main(tiny_cfg(synth_root, tmp_path, "run.name=zs", "method=zeroshot", f"clip.pretrained={weights}",
                           "run.resume=never"))
-    assert again["weights_sha256"] != first["weights_sha256"]
-    assert main(cfg)["weights_sha256"] == again["weights_sha256"]          # the folder now belongs to the new weights
-    (tmp_path / "ptnl" / "zs" / "weights.json").unlink()                   # a finished run from before the record
-    with pytest.raises(ValueError, match="other CLIP weights"):
+    assert again["inputs"] != first["inputs"]
+    assert main(cfg)["inputs"] == again["inputs"]                         # the folder now belongs to the new weights
+    (tmp_path / "ptnl" / "zs" / "inputs.json").unlink()                   # a finished run from before the record
+    with pytest.raises(ConfigChanged, match="unrecorded"):
         main(cfg)

@@ -181,6 +181,50 @@ def test_a_folder_without_checkpoints_or_results_takes_a_corrected_config(toy):
     assert len(list((toy.run_dir / "config_history").iterdir())) == 1
 
 
+def test_a_folder_made_from_other_input_files_is_refused(tmp_path):
+    """run.input_keys: the weights file and the generated data folder a config names are fingerprinted; a
+    finished run is not resumed once their contents change, and a moved copy of the same data is the same."""
+    from shared.run import fingerprint_path
+
+    data, weights = tmp_path / "set", tmp_path / "w.pt"
+    (data / "frames").mkdir(parents=True)
+    (data / "frames" / "a.jpg").write_bytes(b"\x01" * 10)
+    (data / "list.txt").write_text("a\n")
+    weights.write_bytes(b"weights-1")
+    (tmp_path / "exp.yaml").write_text(BASE.replace("data:\n", f"data:\n  root: {data}\n") +
+                                       f"model:\n  weights: {weights}\n")
+
+    def cfg(*o):
+        return load_config(tmp_path / "exp.yaml", [f"run.root={tmp_path / 'runs'}",
+                                                   "run.input_keys=[data.root, model.weights]", *o])
+    run_dir = tmp_path / "runs" / "toy" / "exp"
+    ctx = start_run(cfg())
+    ctx.write_results({"top1": 0.5})
+    ctx.close()
+    recorded = json.loads((run_dir / "inputs.json").read_text())
+    assert recorded["model.weights"].startswith("sha256:") and recorded["data.root"].startswith("folder-sha256:")
+    start_run(cfg()).close()                                   # same contents: resumes
+    moved = tmp_path / "elsewhere"
+    data.rename(moved)
+    assert fingerprint_path(moved) == recorded["data.root"]    # the path is not part of a folder's fingerprint
+    start_run(cfg(f"data.root={moved}")).close()
+    (moved / "frames" / "a.jpg").write_bytes(b"\x02" * 10)     # regenerated: same names and sizes, other pixels
+    with pytest.raises(ConfigChanged, match=r"(?s)other inputs.*data.root.*folder-sha256:"):
+        start_run(cfg(f"data.root={moved}"))
+    assert json.loads((run_dir / "inputs.json").read_text()) == recorded  # untouched
+    weights.write_bytes(b"weights-2")
+    with pytest.raises(ConfigChanged, match="model.weights"):
+        start_run(cfg(f"data.root={moved}"))
+    start_run(cfg(f"data.root={moved}", "run.allow_config_change=true")).close()  # adopt them on purpose
+    start_run(cfg(f"data.root={moved}")).close()
+    (run_dir / "inputs.json").unlink()                         # a finished run from before the record
+    with pytest.raises(ConfigChanged, match="unrecorded"):
+        start_run(cfg(f"data.root={moved}"))
+    assert fingerprint_path(None) is None and fingerprint_path("torchvision") == "value:torchvision"
+    with pytest.raises(ValueError, match="not a key"):
+        start_run(cfg(f"data.root={moved}", "run.input_keys=[model.nope]"))
+
+
 # -- 2. checkpoints that exist but do not load ----------------------------------------------------------
 def _two_checkpoints(toy, *overrides):
     ctx = start_run(toy(*overrides))
