@@ -34,7 +34,7 @@ def prepare_demo(cfg, n_train: int, n_test: int, distractors: str = "silent", n_
     from shared.data.tuxpaint import make_tuxpaint_av
 
     make_tuxpaint_av(cfg.data.root, n_train=n_train, n_test=n_test, n_duet=max(8, n_test // 2),
-                     n_pairs=n_test, size=2 * cfg.data.image_size,
+                     n_pairs=n_test, size=max(224, cfg.data.image_size),  # one set for the 112 and 224 px configs
                      duration=cfg.data.audio.n_samples / cfg.data.audio.sample_rate + 0.05, seed=cfg.run.seed,
                      distractors=distractors, n_distractors=n_distractors, object_frac=tuple(object_frac),
                      placement=placement)
@@ -167,9 +167,9 @@ def result_rows(cfg, results: dict) -> dict[str, list[dict]]:
     return tables
 
 
-def figures(cfg, runs: dict, out_dir: Path) -> list[dict]:
+def figures(cfg, runs: dict, out_dir: Path, stem: str = "demo") -> list[dict]:
     """The training losses of every run, the full model's heatmaps (boxes, duets) and separated
-    spectrograms, as small files in the project's figures folder."""
+    spectrograms, as small files in the project's figures folder, named after the config (``stem``)."""
     from PIL import Image
 
     from shared.report import plot_curves
@@ -180,14 +180,14 @@ def figures(cfg, runs: dict, out_dir: Path) -> list[dict]:
     for key in ("loss/loc", "loss/sep", "loss/mix"):
         have = {LABELS[t]: d for t, d in runs.items() if any(key in r for r in _metrics(d))}
         if have:
-            path = out_dir / f"demo_{key.split('/')[1]}_loss.png"
+            path = out_dir / f"{stem}_{key.split('/')[1]}_loss.png"
             plot_curves(have, key, out=path, xlabel="step", ylabel=key, title=f"OneAVM demo: {key} during training")
             out.append({"path": str(path), "caption": f"{key} per step",
                         "kind": "separation" if key == "loss/sep" else "localization"})
     for name in cfg.eval.tasks:
         src = full / "viz" / f"{name}_heatmaps.png"
         if src.is_file():
-            dst = out_dir / f"{name}_heatmaps.jpg"
+            dst = out_dir / f"{name}{stem[4:]}_heatmaps.jpg"
             Image.open(src).convert("RGB").save(dst, quality=85)
             out.append({"path": str(dst), "caption": f"{name}: test frames, the sounding object's outline, "
                                                      "the trained model's map", "kind": "localization"})
@@ -195,7 +195,7 @@ def figures(cfg, runs: dict, out_dir: Path) -> list[dict]:
         if cfg.eval.sets[name].task == "separation":
             grid = separation_grid(full / "viz" / name, n=3)
             if grid is not None:
-                dst = out_dir / f"{name}_spectrograms.png"
+                dst = out_dir / f"{name}{stem[4:]}_spectrograms.png"
                 grid.save(dst)
                 out.append({"path": str(dst), "caption": "per row: mixture | source 1 ideal, predicted | "
                                                          "source 2 ideal, predicted (log magnitude)",
@@ -234,7 +234,9 @@ def separation_grid(folder: Path, n: int = 3):
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=DEMO_CONFIG)
-    p.add_argument("--no-ablations", action="store_true")
+    p.add_argument("--no-ablations", action="store_true", help="the full model only")
+    p.add_argument("--ablations", nargs="+", choices=list(ABLATIONS), default=list(ABLATIONS),
+                   help="the objectives to remove, one run each (default: all three)")
     p.add_argument("--jobs", type=int, default=1, help="train the full model and the ablations as this many "
                    "parallel processes (each a plain `python -m projects.oneavm.train` run)")
     p.add_argument("--n-train", type=int, default=1536, help="demo: training clips to compose")
@@ -251,10 +253,11 @@ def main(argv=None) -> dict:
     p.add_argument("overrides", nargs="*")
     a = p.parse_args(argv)
     cfg = load_config(a.config, a.overrides)
-    demo = Path(a.config).name == "demo.yaml"
+    stem = Path(a.config).stem
+    demo = stem.startswith("demo")
     runs = {"full": list(a.overrides)}
     if not a.no_ablations:
-        runs.update({tag: [*a.overrides, o, f"run.name={cfg.run.name}_{tag}"] for tag, o in ABLATIONS.items()})
+        runs.update({tag: [*a.overrides, ABLATIONS[tag], f"run.name={cfg.run.name}_{tag}"] for tag in a.ablations})
     if a.report_only:
         saved = run_dir_of(cfg) / "reproduce.json"
         if not saved.is_file():
@@ -281,6 +284,18 @@ def main(argv=None) -> dict:
     return report(cfg, a, results, runs, demo)
 
 
+def command_line(a) -> str:
+    """The reproduce command that makes these results (the demo config and the chosen runs)."""
+    cmd = "python -m projects.oneavm.reproduce"
+    if a.config != DEMO_CONFIG:
+        cmd += f" --config {a.config}"
+    if a.no_ablations:
+        cmd += " --no-ablations"
+    elif list(a.ablations) != list(ABLATIONS):
+        cmd += " --ablations " + " ".join(a.ablations)
+    return cmd
+
+
 def report(cfg, a, results: dict, runs: dict, demo: bool) -> dict:
     """The markdown table beside the runs; for the demo also projects/oneavm/results/demo_<task>.json and figures."""
     md = table(cfg, [(LABELS[k], v) for k, v in results.items()])
@@ -290,16 +305,18 @@ def report(cfg, a, results: dict, runs: dict, demo: bool) -> dict:
         from shared.report import write_results
 
         runs = {tag: run_dir_of(load_config(a.config, over)) for tag, over in runs.items()}
-        figs = figures(cfg, runs, Path(__file__).parent / "figures")
+        stem = Path(a.config).stem
+        figs = figures(cfg, runs, Path(__file__).parent / "figures", stem)
         steps = results["full"].get("steps")
         for task, rows in result_rows(cfg, results).items():
-            write_results("oneavm", f"demo_{task}", rows,
+            write_results("oneavm", f"{stem}_{task}", rows,
                           figures=[f for f in figs if f["kind"] == task],
-                          command="python -m projects.oneavm.reproduce" + (" --no-ablations" if a.no_ablations else ""),
+                          command=command_line(a),
                           scale=f"tuxpaint demo set ({a.n_train} training clips, {cfg.data.image_size} px frames, "
                                 f"{cfg.data.audio.n_samples / cfg.data.audio.sample_rate:.2f} s clips; batch "
                                 f"{cfg.optim.batch_size}, {steps} steps; CPU)",
-                          title=f"Demo {task} (tuxpaint pictures and sounds, CPU)")
+                          title=f"Demo {task}{'' if stem == 'demo' else f' at {cfg.data.image_size} px'} "
+                                "(tuxpaint pictures and sounds, CPU)")
     print("\n" + md + f"\n\nwritten to {run_dir}/results_table.md; heatmaps, spectrograms and wavs in {run_dir}/viz/")
     return results
 

@@ -9,8 +9,8 @@ Every step, for a batch of (frame, clip) pairs:
 2. mix-and-separate: sample i's waveform mixed with the next n_mix-1 samples' (a roll of the batch),
    each source's mask predicted from its own frame's visual feature; pairs of one clip with itself
    and silent sources are left out of the loss and counted;
-3. pixel-space image mixing: frame i blended with frame i+1 (lam), contrasted with the batch's audio
-   with both sounds as positives.
+3. pixel-space image mixing: frame i blended with frame i+1 (lam; or, ``mix.form: mosaic``, both at half
+   size in opposite quadrants), contrasted with the batch's audio with both sounds as positives.
 The total is w_loc * L1 + w_sep * L2 + w_mix * L3; a zero weight removes the objective (ablations).
 After training the configured evaluations run (projects/oneavm/eval.py) with no fine-tuning.
 """
@@ -21,6 +21,7 @@ import sys
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
@@ -95,7 +96,8 @@ class JointObjective(nn.Module):
         self.model, self.cfg = model, cfg
         self.fe = front_end(cfg)
 
-    def forward(self, image: torch.Tensor, wave: torch.Tensor, sep_valid: torch.Tensor, lam: float) -> dict:
+    def forward(self, image: torch.Tensor, wave: torch.Tensor, sep_valid: torch.Tensor, lam: float,
+                step: int = 0) -> dict:
         c, model = self.cfg, self.model
         dev = image.device
         b = image.shape[0]
@@ -112,10 +114,10 @@ class JointObjective(nn.Module):
             total = total + c.loss.w_loc * out["loss/loc"]
         if c.loss.w_mix > 0:
             partner = rolled(b, 1, dev)
-            mixed = lam * image + (1 - lam) * image[partner]
+            mixed = mix_images(image, partner, lam, c.mix.form, step)
             with autocast(dev, c.train.amp):
                 mix_map = model.encode_image(mixed)
-            targets = mixing_targets(partner, lam, c.mix.target)
+            targets = mixing_targets(partner, lam, "uniform" if c.mix.form == "mosaic" else c.mix.target)
             out["loss/mix"] = multi_positive_contrastive_loss(mix_map, aud, targets, c.loss.tau)
             total = total + c.loss.w_mix * out["loss/mix"]
         if c.loss.w_sep > 0:
@@ -131,6 +133,25 @@ class JointObjective(nn.Module):
             total = total + c.loss.w_sep * out["loss/sep"]
         out["loss"] = total
         return out
+
+
+def mix_images(image: torch.Tensor, partner: torch.Tensor, lam: float, form: str, step: int) -> torch.Tensor:
+    """Frame i mixed in pixel space with frame partner[i]. ``blend``: lam * I_i + (1 - lam) * I_partner.
+    ``mosaic``: both frames at half size in opposite quadrants of one frame, the other two quadrants zero (the
+    mean colour after normalisation); which diagonal, and which end holds I_i, cycle with (i + step) % 4."""
+    if form == "blend":
+        return lam * image + (1 - lam) * image[partner]
+    b, _, h, w = image.shape
+    h2, w2 = h // 2, w // 2
+    small = F.interpolate(image, size=(h2, w2), mode="bilinear", antialias=True, align_corners=False)
+    out = image.new_zeros(image.shape)
+    diagonals = (((0, 0), (h - h2, w - w2)), ((0, w - w2), (h - h2, 0)))
+    for i in range(b):
+        k = (i + step) % 4
+        (ys, xs), (yp, xp) = diagonals[k % 2] if k < 2 else diagonals[k % 2][::-1]
+        out[i, :, ys:ys + h2, xs:xs + w2] = small[i]
+        out[i, :, yp:yp + h2, xp:xp + w2] = small[partner[i]]
+    return out
 
 
 def draw_lambda(cfg, step: int) -> float:
@@ -149,6 +170,8 @@ def check_config(cfg) -> None:
         raise ValueError(f"sep.mask must be binary or ratio, got {cfg.sep.mask!r}")
     if cfg.sep.loss not in ("auto", "bce", "l1"):
         raise ValueError(f"sep.loss must be auto, bce or l1, got {cfg.sep.loss!r}")
+    if cfg.mix.form not in ("blend", "mosaic"):
+        raise ValueError(f"mix.form must be blend or mosaic, got {cfg.mix.form!r}")
     if cfg.sep.n_mix < 2:
         raise ValueError("sep.n_mix must be >= 2")
     if cfg.optim.batch_size // dist.world_size() < max(2, cfg.sep.n_mix):
@@ -176,7 +199,7 @@ def train_step(objective, batch, opt, cfg, device, step: int) -> tuple[torch.Ten
     if cfg.train.channels_last and device.type == "cuda":
         image = image.contiguous(memory_format=torch.channels_last)
     valid = separation_validity(batch["wave"], list(batch["audio_key"]), cfg.sep.n_mix)
-    out = objective(image, wave, valid, draw_lambda(cfg, step))
+    out = objective(image, wave, valid, draw_lambda(cfg, step), step)
     opt.zero_grad(set_to_none=True)
     out["loss"].backward()
     opt.step()

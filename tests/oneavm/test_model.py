@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from projects.oneavm.train import (JointObjective, build_model, check_config, encoder_spectrogram, front_end,
-                                   separation_validity)
+                                   mix_images, rolled, separation_validity)
 from tests.oneavm.conftest import tiny_cfg
 
 pytestmark = pytest.mark.timeout(90)
@@ -78,6 +78,26 @@ def test_bad_mixtures_are_left_out_and_reported():
     assert ok.tolist() == [False, True, True]
 
 
+def test_image_mixing_forms():
+    """blend: the lam-weighted sum; mosaic: each frame at half size in one quadrant, its partner in the
+    opposite one, zeros elsewhere, the arrangement cycling with (i + step) % 4."""
+    img = torch.stack([torch.full((3, 4, 4), float(v)) for v in (1, 2, 3)])
+    partner = rolled(3, 1, "cpu")
+    assert torch.equal(mix_images(img, partner, 0.25, "blend", 0)[0], torch.full((3, 4, 4), 0.25 * 1 + 0.75 * 2))
+    m = mix_images(img, partner, 0.25, "mosaic", 0)[:, 0]
+    q = lambda x: [[float(x[r:r + 2, c:c + 2].mean()) for c in (0, 2)] for r in (0, 2)]  # noqa: E731
+    assert q(m[0]) == [[1, 0], [0, 2]]                       # k = 0: self top-left, partner bottom-right
+    assert q(m[1]) == [[0, 2], [3, 0]]                       # k = 1: self top-right, partner bottom-left
+    assert q(m[2]) == [[1, 0], [0, 3]]                       # k = 2: self bottom-right, partner top-left
+    assert q(mix_images(img, partner, 0.25, "mosaic", 3)[0, 0]) == [[0, 2], [1, 0]]  # k = 3
+    # the quadrant holds the whole frame at half size (antialiased bilinear), not a crop of it
+    ramp = torch.arange(16.0).view(1, 1, 4, 4).expand(2, 3, 4, 4).contiguous()
+    half = mix_images(ramp, rolled(2, 1, "cpu"), 0.5, "mosaic", 0)[0, 0, :2, :2]
+    small = torch.nn.functional.interpolate(ramp[:1], size=(2, 2), mode="bilinear", antialias=True)[0, 0]
+    assert torch.allclose(half, small) and float(half.mean()) == pytest.approx(7.5)
+    assert half[1, 1] > 10 > 5 > half[0, 0]
+
+
 def test_config_errors(tmp_path):
     cfg = tiny_cfg(tmp_path, tmp_path, "loss.w_loc=0.0", "loss.w_sep=0.0", "loss.w_mix=0.0")
     with pytest.raises(ValueError, match="at least one positive"):
@@ -86,3 +106,5 @@ def test_config_errors(tmp_path):
         check_config(tiny_cfg(tmp_path, tmp_path, "model.unet_levels=6"))
     with pytest.raises(ValueError, match="sep.mask"):
         check_config(tiny_cfg(tmp_path, tmp_path, "sep.mask=soft"))
+    with pytest.raises(ValueError, match="mix.form"):
+        check_config(tiny_cfg(tmp_path, tmp_path, "mix.form=cutmix"))
