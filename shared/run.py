@@ -215,6 +215,7 @@ class RunContext:
     ckpt: CheckpointManager
     logger: MetricLogger | None = None
     lock: RunLock | None = None
+    inputs: dict | None = None  # rank 0: the fingerprints of run.input_keys (inputs.json)
 
     def resume(self) -> dict | None:
         """The state to continue from: ``run.resume`` = auto (the run's last checkpoint), never, or a path.
@@ -407,9 +408,10 @@ def _produced(run_dir: Path) -> bool:
         p.suffix == ".pt" or p.name == "last.txt" for p in ckpts.iterdir()))
 
 
-def _check_inputs(cfg: Config, run_dir: Path) -> None:
+def _check_inputs(cfg: Config, run_dir: Path) -> dict:
     """Refuse a run folder whose checkpoints or results were made from other inputs (``run.input_keys``) or
-    before they were recorded, unless ``run.allow_config_change`` or ``run.resume=never``; then record them."""
+    before they were recorded, unless ``run.allow_config_change`` or ``run.resume=never``; then record and
+    return them."""
     now = input_fingerprints(cfg)
     record = run_dir / "inputs.json"
     before = json.loads(record.read_text()) if record.is_file() else None
@@ -429,6 +431,7 @@ def _check_inputs(cfg: Config, run_dir: Path) -> None:
                 "current files on purpose with run.allow_config_change=true.")
     if now and before != now:
         atomic_write_text(record, json.dumps(now, indent=1) + "\n")
+    return now
 
 
 def start_run(cfg: Config) -> RunContext:
@@ -437,7 +440,7 @@ def start_run(cfg: Config) -> RunContext:
     dist.seed_all(int(cfg.run.seed))
     run_dir = run_dir_of(cfg)
     setup_python_logging(run_dir)  # first, so that taking over a stale lock is written in log.txt
-    lock, error = None, None
+    lock, error, inputs = None, None, None
     if dist.is_main():
         try:
             lock = RunLock(run_dir)
@@ -447,7 +450,7 @@ def start_run(cfg: Config) -> RunContext:
     if dist.is_main() and error is None:
         try:
             _check_config(cfg, run_dir)
-            _check_inputs(cfg, run_dir)
+            inputs = _check_inputs(cfg, run_dir)
         except (ConfigChanged, ValueError) as e:
             error = e
     errors = dist.all_gather_object(None if error is None else (type(error).__name__, str(error)))
@@ -466,4 +469,4 @@ def start_run(cfg: Config) -> RunContext:
     dist.barrier()
     return RunContext(cfg=cfg, run_dir=run_dir, device=info.device,
                       ckpt=CheckpointManager(run_dir, keep=int(cfg.run.get("keep_checkpoints", 2)),
-                                             project=cfg.run.get("project")), lock=lock)
+                                             project=cfg.run.get("project")), lock=lock, inputs=inputs)

@@ -177,6 +177,7 @@ def figures(cfg, runs: dict, out_dir: Path, stem: str = "demo") -> list[dict]:
     out_dir.mkdir(parents=True, exist_ok=True)
     out = []
     full = runs["full"]
+    variant = stem.removeprefix("demo")  # "" for demo.yaml, "_224" for demo_224.yaml
     for key in ("loss/loc", "loss/sep", "loss/mix"):
         have = {LABELS[t]: d for t, d in runs.items() if any(key in r for r in _metrics(d))}
         if have:
@@ -187,7 +188,7 @@ def figures(cfg, runs: dict, out_dir: Path, stem: str = "demo") -> list[dict]:
     for name in cfg.eval.tasks:
         src = full / "viz" / f"{name}_heatmaps.png"
         if src.is_file():
-            dst = out_dir / f"{name}{stem[4:]}_heatmaps.jpg"
+            dst = out_dir / f"{name}{variant}_heatmaps.jpg"
             Image.open(src).convert("RGB").save(dst, quality=85)
             out.append({"path": str(dst), "caption": f"{name}: test frames, the sounding object's outline, "
                                                      "the trained model's map", "kind": "localization"})
@@ -195,7 +196,7 @@ def figures(cfg, runs: dict, out_dir: Path, stem: str = "demo") -> list[dict]:
         if cfg.eval.sets[name].task == "separation":
             grid = separation_grid(full / "viz" / name, n=3)
             if grid is not None:
-                dst = out_dir / f"{name}{stem[4:]}_spectrograms.png"
+                dst = out_dir / f"{name}{variant}_spectrograms.png"
                 grid.save(dst)
                 out.append({"path": str(dst), "caption": "per row: mixture | source 1 ideal, predicted | "
                                                          "source 2 ideal, predicted (log magnitude)",
@@ -253,8 +254,6 @@ def main(argv=None) -> dict:
     p.add_argument("overrides", nargs="*")
     a = p.parse_args(argv)
     cfg = load_config(a.config, a.overrides)
-    stem = Path(a.config).stem
-    demo = stem.startswith("demo")
     runs = {"full": list(a.overrides)}
     if not a.no_ablations:
         runs.update({tag: [*a.overrides, ABLATIONS[tag], f"run.name={cfg.run.name}_{tag}"] for tag in a.ablations})
@@ -266,8 +265,8 @@ def main(argv=None) -> dict:
         missing = [t for t in ("untrained", *runs) if not results.get(t)]
         if missing:
             raise ValueError(f"{saved} has no results for {missing} (was it made with --no-ablations?)")
-        return report(cfg, a, {t: results[t] for t in ("untrained", *runs)}, runs, demo)
-    if demo:
+        return report(cfg, a, {t: results[t] for t in ("untrained", *runs)}, runs)
+    if Path(a.config).stem.startswith("demo"):
         prepare_demo(cfg, a.n_train, a.n_test, a.distractors, a.n_distractors, a.object_frac, a.placement)
     results = {"untrained": None, **{k: None for k in runs}}
     if a.jobs > 1:
@@ -281,7 +280,7 @@ def main(argv=None) -> dict:
             results[tag] = train_main(load_config(a.config, over))
     run_dir_of(cfg).mkdir(parents=True, exist_ok=True)
     (run_dir_of(cfg) / "reproduce.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    return report(cfg, a, results, runs, demo)
+    return report(cfg, a, results, runs)
 
 
 def command_line(a) -> str:
@@ -296,16 +295,16 @@ def command_line(a) -> str:
     return cmd
 
 
-def report(cfg, a, results: dict, runs: dict, demo: bool) -> dict:
+def report(cfg, a, results: dict, runs: dict) -> dict:
     """The markdown table beside the runs; for the demo also projects/oneavm/results/demo_<task>.json and figures."""
     md = table(cfg, [(LABELS[k], v) for k, v in results.items()])
     run_dir = run_dir_of(cfg)
     (run_dir / "results_table.md").write_text(md + "\n")
-    if demo and dist.is_main():
+    stem = Path(a.config).stem
+    if stem.startswith("demo") and dist.is_main():
         from shared.report import write_results
 
         runs = {tag: run_dir_of(load_config(a.config, over)) for tag, over in runs.items()}
-        stem = Path(a.config).stem
         figs = figures(cfg, runs, Path(__file__).parent / "figures", stem)
         steps = results["full"].get("steps")
         for task, rows in result_rows(cfg, results).items():

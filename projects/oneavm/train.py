@@ -146,8 +146,9 @@ def mix_images(image: torch.Tensor, partner: torch.Tensor, lam: float, form: str
     small = F.interpolate(image, size=(h2, w2), mode="bilinear", antialias=True, align_corners=False)
     out = image.new_zeros(image.shape)
     diagonals = (((0, 0), (h - h2, w - w2)), ((0, w - w2), (h - h2, 0)))
-    for i in range(b):
-        k = (i + step) % 4
+    arrangement = (torch.arange(b, device=image.device) + step) % 4
+    for k in range(4):  # one slice assignment per arrangement, not per sample
+        i = (arrangement == k).nonzero().squeeze(1)
         (ys, xs), (yp, xp) = diagonals[k % 2] if k < 2 else diagonals[k % 2][::-1]
         out[i, :, ys:ys + h2, xs:xs + w2] = small[i]
         out[i, :, yp:yp + h2, xp:xp + w2] = small[partner[i]]

@@ -29,7 +29,7 @@ from shared.clip.datasets import SPECS, ImageListDataset, labels_of, resolve_nam
 from shared.clip.models import load_clip
 from shared.data.sampling import ResumableSampler
 from shared.loop import Loop
-from shared.run import RunContext, input_fingerprints, start_run
+from shared.run import RunContext, start_run
 from projects.ptnl.data import build_dataset, eval_loader, load_cfg_clip, select_train, test_transform, train_transform
 from projects.ptnl.eval import classification_metrics, linear_probe_eval, predict, zero_shot_eval
 from projects.ptnl.losses import build_loss
@@ -161,9 +161,9 @@ def sweep_values(results: dict) -> dict:
     return {"train_noise": (results.get("train_set") or {}).get("noise_rate")}
 
 
-def _results_base(cfg, ds, bundle) -> dict:
+def _results_base(cfg, ds, bundle, inputs: dict | None) -> dict:
     return {"config": cfg.run.name, "dataset": ds.name, "method": cfg.method, "arch": bundle.name,
-            "weights": bundle.source, "inputs": input_fingerprints(cfg), "seed": cfg.run.seed, "classes": ds.num_classes,
+            "weights": bundle.source, "inputs": inputs, "seed": cfg.run.seed, "classes": ds.num_classes,
             "paper": cfg.paper.to_dict() if hasattr(cfg.paper, "to_dict") else dict(cfg.paper)}
 
 
@@ -196,7 +196,7 @@ def main(cfg) -> dict:
         return json.loads(done.read_text())
     bundle = load_cfg_clip(cfg, device)
     bundle.model.to(device)
-    results = _results_base(cfg, ds, bundle)
+    results = _results_base(cfg, ds, bundle, ctx.inputs)
 
     if cfg.method == "zeroshot":
         m, logits, labels = zero_shot_eval(bundle, ds, cfg, device)
