@@ -87,6 +87,7 @@ class MetricLogger:
 
             # TensorBoard hides events at steps >= its purge_step: keep those logged at the resumed step
             tb_purge = None if purge_step is None else (purge_step + 1 if purge_step > 0 else 0)
+            _after_existing_event_files(self.run_dir / "tb")
             self.writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=tb_purge)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
@@ -133,3 +134,20 @@ def progress(iterable: Iterable | None = None, total: int | None = None, desc: s
     interactive = sys.stderr.isatty()
     return tqdm(iterable, total=total, desc=desc, initial=initial, disable=not dist.is_main(),
                 mininterval=0.5 if interactive else 30.0, dynamic_ncols=True, leave=False, **kw)
+
+
+def _after_existing_event_files(tb_dir: Path) -> None:
+    """Wait (at most a second) until the clock is past the newest event file's second. TensorBoard reads a
+    folder's event files in name order, and a name starts with its creation second, then host, pid and a
+    per-process counter: a writer opened again in the same second (a resume inside one process, as in tests)
+    could sort before the file it purges ("...9" after "...10"), and its purge would be read first."""
+    stamps = []
+    for f in tb_dir.glob("events.out.tfevents.*"):
+        part = f.name.split(".")[3]
+        if part.isdigit():
+            stamps.append(int(part))
+    if stamps:
+        wait = max(stamps) + 1 - time.time()
+        if 0 < wait <= 1:
+            time.sleep(wait)
+

@@ -330,7 +330,21 @@ def test_a_run_killed_before_its_first_checkpoint_does_not_log_its_first_steps_t
     assert _tb_steps(toy.run_dir) == [(1, 10.0), (2, 20.0)]
 
 
-def test_a_resumed_run_keeps_what_was_logged_up_to_its_checkpoint(toy):
+def _next_writers_sort_backwards(tmp_dir):
+    """Open throw-away TensorBoard writers until the next two of this process get per-process counters that sort
+    backwards by name (9 then 10, or 99 then 100): the case where a same-second resume was read out of order."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    for i in range(2000):
+        SummaryWriter(str(tmp_dir / str(i))).close()
+        uid = int(next((tmp_dir / str(i)).glob("events.out.tfevents.*")).name.rsplit(".", 1)[1])
+        if str(uid + 1).strip("9") == "":
+            return
+    raise AssertionError("no writer counter ending in 9s")
+
+
+def test_a_resumed_run_keeps_what_was_logged_up_to_its_checkpoint(toy, tmp_path):
+    _next_writers_sort_backwards(tmp_path / "throwaway")
     ctx = start_run(toy())
     logger = ctx.open_logger(0)
     for step in (1, 2, 3, 4):
