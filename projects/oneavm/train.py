@@ -10,7 +10,8 @@ Every step, for a batch of (frame, clip) pairs:
    each source's mask predicted from its own frame's visual feature; pairs of one clip with itself
    and silent sources are left out of the loss and counted;
 3. pixel-space image mixing: frame i blended with frame i+1 (lam; or, ``mix.form: mosaic``, both at half
-   size in opposite quadrants), contrasted with the batch's audio with both sounds as positives.
+   size in opposite quadrants), contrasted with the batch's audio with both sounds as positives; the audio
+   embeddings enter detached (``mix.detach_audio``), so this objective shapes the visual side only.
 The total is w_loc * L1 + w_sep * L2 + w_mix * L3; a zero weight removes the objective (ablations).
 After training the configured evaluations run (projects/oneavm/eval.py) with no fine-tuning.
 """
@@ -112,13 +113,14 @@ class JointObjective(nn.Module):
         if c.loss.w_loc > 0:
             out["loss/loc"] = mil_contrastive_loss(img, aud, c.loss.tau)
             total = total + c.loss.w_loc * out["loss/loc"]
-        if c.loss.w_mix > 0:
+        if c.loss.w_mix > 0 and step >= c.mix.start_step:
             partner = rolled(b, 1, dev)
             mixed = mix_images(image, partner, lam, c.mix.form, step)
             with autocast(dev, c.train.amp):
                 mix_map = model.encode_image(mixed)
             targets = mixing_targets(partner, lam, "uniform" if c.mix.form == "mosaic" else c.mix.target)
-            out["loss/mix"] = multi_positive_contrastive_loss(mix_map, aud, targets, c.loss.tau)
+            out["loss/mix"] = multi_positive_contrastive_loss(mix_map, aud.detach() if c.mix.detach_audio else aud,
+                                                              targets, c.loss.tau)
             total = total + c.loss.w_mix * out["loss/mix"]
         if c.loss.w_sep > 0:
             n = c.sep.n_mix

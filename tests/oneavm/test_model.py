@@ -18,13 +18,13 @@ def _batch(cfg, b=4, seed=0):
     return image, wave
 
 
-def _grads(cfg, w_loc, w_sep, w_mix):
+def _grads(cfg, w_loc, w_sep, w_mix, step=0):
     cfg.loss.w_loc, cfg.loss.w_sep, cfg.loss.w_mix = w_loc, w_sep, w_mix
     torch.manual_seed(0)
     model = build_model(cfg)
     obj = JointObjective(model, cfg).train()
     image, wave = _batch(cfg)
-    out = obj(image, wave, torch.ones(4, dtype=torch.bool), 0.5)
+    out = obj(image, wave, torch.ones(4, dtype=torch.bool), 0.5, step)
     out["loss"].backward()
     got = {}
     for name, p in model.named_parameters():
@@ -57,8 +57,9 @@ def test_each_objective_reaches_exactly_its_parameters(tmp_path):
     assert set(out) == {"loss", "loss/loc"}
     assert loc == {"imgnet": True, "img_proj": True, "audnet": True, "aud_proj": True,
                    "sep_visual": False, "unet": False, "synth": False}
-    mix, out = _grads(cfg, 0.0, 0.0, 1.0)
-    assert set(out) == {"loss", "loss/mix"} and mix == loc
+    mix, out = _grads(cfg, 0.0, 0.0, 1.0)  # mix.detach_audio (default): the visual side only
+    assert set(out) == {"loss", "loss/mix"}
+    assert mix == {**loc, "audnet": False, "aud_proj": False}
     sep, out = _grads(cfg, 0.0, 1.0, 0.0)
     assert set(out) == {"loss", "loss/sep"}
     assert sep == {"imgnet": True, "img_proj": False, "audnet": False, "aud_proj": False,
@@ -66,6 +67,25 @@ def test_each_objective_reaches_exactly_its_parameters(tmp_path):
     both, out = _grads(cfg, 1.0, 1.0, 1.0)
     assert all(both.values()) and set(out) == {"loss", "loss/loc", "loss/sep", "loss/mix"}
     assert out["loss"].item() == pytest.approx((out["loss/loc"] + out["loss/sep"] + out["loss/mix"]).item(), rel=1e-5)
+
+
+def test_image_mixing_start_and_audio_variants(tmp_path):
+    """mix.start_step: no image-mixing loss before that step, the full one from it on; mix.detach_audio=false:
+    the image-mixing loss (same value) reaches the audio encoder too."""
+    cfg = tiny_cfg(tmp_path, tmp_path)
+    cfg.mix.start_step = 3
+    _, before = _grads(cfg, 1.0, 0.0, 1.0, step=2)
+    _, after = _grads(cfg, 1.0, 0.0, 1.0, step=3)
+    assert set(before) == {"loss", "loss/loc"} and set(after) == {"loss", "loss/loc", "loss/mix"}
+    assert before["loss/loc"].item() == pytest.approx(after["loss/loc"].item(), rel=1e-6)
+    cfg.mix.start_step = 0
+    visual_only, out = _grads(cfg, 0.0, 0.0, 1.0)
+    cfg.mix.detach_audio = False
+    joint, out_joint = _grads(cfg, 0.0, 0.0, 1.0)
+    assert visual_only == {"imgnet": True, "img_proj": True, "audnet": False, "aud_proj": False,
+                           "sep_visual": False, "unet": False, "synth": False}
+    assert joint == {**visual_only, "audnet": True, "aud_proj": True}
+    assert out["loss/mix"].item() == pytest.approx(out_joint["loss/mix"].item(), rel=1e-6)
 
 
 def test_bad_mixtures_are_left_out_and_reported():
