@@ -150,4 +150,3 @@ def _after_existing_event_files(tb_dir: Path) -> None:
         wait = max(stamps) + 1 - time.time()
         if 0 < wait <= 1:
             time.sleep(wait)
-
