@@ -8,7 +8,7 @@ For each ``projects/<p>/configs/**/*.yaml`` (sweeps/ aside):
         # hardware: 1x H100 80GB
         # runtime: ~50 min
         # expected: cIoU(AP50) 81.93, AUC 62.58 (paper Table 1)
-  - ``projects.<p>.train.build_model(cfg)`` builds its model from the config alone, at toy size
+  - ``projects.<p>.model.build_model(cfg)`` builds its model from the config alone, at toy size
     (TOY below: per-project overrides that shrink widths/depths/resolutions; no weight files);
 and every sweep grid ``projects/<p>/configs/sweeps/*.yaml`` expands (every job's config loads).
 
@@ -110,14 +110,14 @@ def test_experiment_config_opens_with_command_hardware_runtime_expected(project,
 
 def _build_model(project):
     try:
-        train = importlib.import_module(f"projects.{project}.train")
+        model = importlib.import_module(f"projects.{project}.model")
     except ModuleNotFoundError as e:
-        pytest.fail(f"projects/{project}/train.py cannot be imported: {e}")
-    build = getattr(train, "build_model", None)
-    assert build is not None, f"projects.{project}.train has no build_model(cfg)"
+        pytest.fail(f"projects/{project}/model.py cannot be imported: {e}")
+    build = getattr(model, "build_model", None)
+    assert build is not None, f"projects.{project}.model has no build_model(cfg)"
     params = [p for p in inspect.signature(build).parameters.values() if p.default is inspect.Parameter.empty
               and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    assert len(params) == 1, (f"projects.{project}.train.build_model{inspect.signature(build)} must build the model "
+    assert len(params) == 1, (f"projects.{project}.model.build_model{inspect.signature(build)} must build the model "
                               "from the config alone: build_model(cfg), other arguments optional")
     return build
 

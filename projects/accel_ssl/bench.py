@@ -25,7 +25,7 @@ from shared.amp import autocast
 from shared.benchmark import count_flops, peak_tflops, time_fn
 from shared.config import load_config
 from projects.accel_ssl.compression import Setting
-from projects.accel_ssl.train import build_model
+from projects.accel_ssl.model import build_model
 
 
 def settings(base_patch: int) -> dict[str, Setting]:

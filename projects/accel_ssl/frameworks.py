@@ -180,22 +180,3 @@ class DINO(Framework):
         loss = dino_loss(s_out, t_out, self.center, len(views), self.student_temp, teacher_temp)
         self.center.copy_(update_center(self.center, t_out, self.center_momentum))
         return loss, {}
-
-
-def build_framework(cfg) -> Framework:
-    """The framework a config describes, randomly initialised (seed the global RNG first)."""
-    m = cfg.model
-    name = cfg.method.name
-    pos = m.pos_embed if m.pos_embed != "auto" else ("learn" if name == "dino" else "sincos")
-    freeze = m.freeze_patch_embed if m.freeze_patch_embed != "auto" else name == "mocov3"
-    backbone = SeqCompressViT(m.arch, m.img_size, m.patch_size, m.in_chans, pos_embed=pos, freeze_patch_embed=freeze,
-                              drop_path_rate=m.drop_path_rate, moco_init=name != "dino")
-    meth = cfg.method
-    if name == "mocov3":
-        return MoCoV3(backbone, meth.hidden_dim, meth.out_dim, meth.tau, meth.gather_negatives)
-    if name == "simclr":
-        return SimCLR(backbone, meth.hidden_dim, meth.out_dim, meth.tau, meth.gather_negatives)
-    if name == "dino":
-        return DINO(backbone, meth.out_dim, meth.hidden_dim, meth.bottleneck_dim, meth.norm_last_layer,
-                    meth.student_temp, meth.center_momentum, cfg.data.n_local_crops, meth.use_bn_in_head)
-    raise ValueError(f"method.name must be mocov3, simclr or dino, got {name!r}")

@@ -49,7 +49,7 @@ from shared.data.sampling import sample_seed
 from shared.run import run_dir_of
 from projects.accel_ssl.compression import Schedule, Setting
 from projects.accel_ssl.data import pretrain_set, view_sizes
-from projects.accel_ssl.frameworks import build_framework
+from projects.accel_ssl.model import build_model
 
 DEFAULT_SETTINGS = [
     {"keep_online": 0.75}, {"keep_online": 0.5}, {"keep_online": 0.25},
@@ -239,7 +239,7 @@ def main(argv=None) -> dict:
     cfg = load_config(a.config, a.overrides)
     torch.manual_seed(cfg.run.seed)
     device = torch.device("cuda" if torch.cuda.is_available() and cfg.run.device != "cpu" else "cpu")
-    model = build_framework(cfg).to(device)
+    model = build_model(cfg).to(device)
     progress = 0
     if a.checkpoint:
         state = torch.load(a.checkpoint, map_location="cpu", weights_only=False)

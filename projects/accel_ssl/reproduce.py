@@ -35,7 +35,8 @@ from shared.metrics.knn import knn_accuracy
 from shared.run import run_dir_of
 from projects.accel_ssl.data import eval_sets, num_classes
 from projects.accel_ssl.eval import evaluate_encoder
-from projects.accel_ssl.train import build_model, main as train_main
+from projects.accel_ssl.model import build_model
+from projects.accel_ssl.train import main as train_main
 
 # compressed for the first 70 % of training, full length at the end (the shape the paper's analysis gives);
 # the accelerated run is given twice the epochs and evaluated along the way on the same step cadence.

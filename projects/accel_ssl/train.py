@@ -30,15 +30,11 @@ from shared.schedules import cosine_ramp, linear_warmup_constant, warmup_then_de
 from projects.accel_ssl.compression import Schedule
 from projects.accel_ssl.data import pretrain_set, view_sizes
 from projects.accel_ssl.eval import evaluate_encoder
-from projects.accel_ssl.frameworks import DINO, Framework, build_framework
+from projects.accel_ssl.frameworks import DINO
+from projects.accel_ssl.model import build_model
 
 log = logging.getLogger(__name__)
 CLIP_MODES = ("per_tensor", "global")
-
-
-def build_model(cfg) -> Framework:
-    """The framework ``cfg`` describes (backbone, heads, momentum branch), randomly initialised."""
-    return build_framework(cfg)
 
 
 def validate(cfg) -> Schedule:

@@ -95,3 +95,12 @@ class ObjectSaliency(nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         # the channel mean in fp32 however the trunk ran (mean is not an autocast op: it keeps fp32)
         return resnet18_trunk(self.net, image).float().abs().mean(1)
+
+
+def build_model(cfg, device: torch.device | str = "cpu") -> EZVSL:
+    """The EZ-VSL network of ``cfg.model`` on ``device`` (channels_last on CUDA with ``train.channels_last``)."""
+    device = torch.device(device)
+    model = EZVSL(cfg.model.out_dim, cfg.model.image_weights).to(device)
+    if cfg.train.channels_last and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model

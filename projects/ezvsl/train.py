@@ -29,17 +29,9 @@ from shared.run import RunContext, start_run
 from projects.ezvsl.data import train_set
 from projects.ezvsl.eval import VARIANTS, eval_loader, evaluate, format_row, load_for_eval, with_paper
 from projects.ezvsl.losses import mil_contrastive_loss
-from projects.ezvsl.model import EZVSL, ObjectSaliency
+from projects.ezvsl.model import ObjectSaliency, build_model
 
 log = logging.getLogger(__name__)
-
-
-def build_model(cfg, device: torch.device | str = "cpu") -> EZVSL:
-    device = torch.device(device)
-    model = EZVSL(cfg.model.out_dim, cfg.model.image_weights).to(device)
-    if cfg.train.channels_last and device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    return model
 
 
 def train_step(model, batch, opt, cfg, device) -> tuple[torch.Tensor, torch.Tensor]:

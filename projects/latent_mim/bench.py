@@ -21,7 +21,7 @@ from shared.amp import autocast
 from shared.benchmark import count_flops, peak_tflops, time_fn
 from shared.config import load_config
 from projects.latent_mim.optim import build_optimizer
-from projects.latent_mim.train import build_model
+from projects.latent_mim.model import build_model
 
 CONFIGS = {"latent_mim": "projects/latent_mim/configs/in1k_vitb16_800ep.yaml",
            "mae": "projects/latent_mim/configs/mae_vitb16_in100.yaml"}

@@ -25,7 +25,8 @@ from shared.run import run_dir_of
 from projects.latent_mim.data import dataset, num_classes
 from projects.latent_mim.eval import evaluate_encoder, leave_one_out_nn
 from projects.latent_mim.segmentation import save_segmentations
-from projects.latent_mim.train import build_model, main as train_main
+from projects.latent_mim.model import build_model
+from projects.latent_mim.train import main as train_main
 
 VARIANTS = {"latent_mim": [], "pixel_mae": ["model.method=mae"], "regression": ["loss.name=norm_l2"]}
 

@@ -66,7 +66,7 @@ def save_segmentations(encoder, cfg, device, out_dir: Path, n: int | None = None
 
 def main(argv=None) -> Path:
     from projects.latent_mim.convert import encoder_state
-    from projects.latent_mim.train import build_model
+    from projects.latent_mim.model import build_model
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True)

@@ -26,17 +26,12 @@ from shared.data.robust import collate_skipping_bad
 from shared.data.sampling import ResumableSampler, sample_seed
 from shared.loop import Loop
 from shared.run import start_run
-from projects.latent_mim import model as model_lib
 from projects.latent_mim.data import dataset
 from projects.latent_mim.eval import evaluate_encoder
+from projects.latent_mim.model import build_model
 from projects.latent_mim.optim import build_optimizer, lr_at, momentum_at, peak_lr, sim_target_at
 
 log = logging.getLogger(__name__)
-
-
-def build_model(cfg) -> torch.nn.Module:
-    """The model the config describes (Latent MIM or the pixel-MAE baseline), randomly initialised."""
-    return model_lib.build_model(cfg)
 
 
 class Schedules:

@@ -243,3 +243,15 @@ def eval_sets(cfg, name: str):
         check_files(paths, spec["root"], d.check_files, f"eval.sets.{name}.{key}")
         out.append(ListImages(paths, labels, spec["root"], tf))
     return out
+
+
+def probe_sets(cfg) -> dict:
+    """Every ``eval.datasets`` entry as ``{name: (train, test, num_classes, epochs, lr)}``, what
+    ``probes.evaluate_backbone`` takes (epochs / lr: the set's own probe settings; None: eval.lincls_epochs / lincls_lr)."""
+    out = {}
+    for name in cfg.eval.datasets:
+        tr, te = eval_sets(cfg, name)
+        spec = {} if name == "fashion_mnist" else cfg.eval.sets[name]
+        nc = 10 if name == "fashion_mnist" else int(spec["num_classes"])
+        out[name] = (tr, te, nc, spec.get("epochs"), spec.get("lr"))
+    return out

@@ -20,7 +20,8 @@ import torch
 from shared.config import load_config
 from shared.run import run_dir_of
 from projects.minred.probes import continual_metrics, evaluate_backbone
-from projects.minred.train import build_model, eval_sets
+from projects.minred.data import probe_sets
+from projects.minred.model import build_model
 
 
 def read_splits(path) -> dict[int, int]:
@@ -66,7 +67,7 @@ def main(argv=None) -> dict:
     split_of = read_splits(e.continual_splits)
     n_splits = len(e.continual_order)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    sets = {e.continual_set: eval_sets(load_config(a.config, [*a.overrides, f"eval.datasets=[{e.continual_set}]"]))[e.continual_set]}
+    sets = {e.continual_set: probe_sets(load_config(a.config, [*a.overrides, f"eval.datasets=[{e.continual_set}]"]))[e.continual_set]}
     run_dir = run_dir_of(cfg)
     acc = []
     for frac in e.continual_points:

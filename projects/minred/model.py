@@ -57,6 +57,13 @@ class SimSiam(nn.Module):
             self.encoder.fc = fc
 
 
+def build_model(cfg) -> SimSiam:
+    """The SimSiam network a config describes, randomly initialised (``model.pretrained`` is loaded by
+    ``main`` at the start of a new run)."""
+    m = cfg.model
+    return SimSiam(m.arch, m.dim, m.pred_dim, m.small_input)
+
+
 def simsiam_loss(p1, p2, z1, z2) -> torch.Tensor:
     """Per-sample SimSiam loss (the buffer also records it)."""
     return -(F.cosine_similarity(p1, z2.detach(), dim=1) + F.cosine_similarity(p2, z1.detach(), dim=1)) * 0.5

@@ -23,9 +23,9 @@ import torch
 
 from shared.config import load_config
 from shared.run import run_dir_of
-from projects.minred.data import eval_sets
+from projects.minred.data import eval_sets, probe_sets
+from projects.minred.model import build_model
 from projects.minred.probes import evaluate_backbone, evaluate_features
-from projects.minred.train import build_model, eval_sets as train_eval_sets
 from projects.minred.train import main as train_main
 
 SETTINGS = {
@@ -48,7 +48,7 @@ def setting_config(path: str, name: str, overrides: list[str]):
 def baselines(cfg) -> dict:
     """Random-init network and raw pixels through the same k-NN and linear probe."""
     torch.manual_seed(cfg.run.seed)
-    out = {"random_init": evaluate_backbone(build_model(cfg), cfg, torch.device("cpu"), train_eval_sets(cfg))}
+    out = {"random_init": evaluate_backbone(build_model(cfg), cfg, torch.device("cpu"), probe_sets(cfg))}
     tr, te = eval_sets(cfg, "fashion_mnist")
     pix = [(torch.as_tensor(ds.images.reshape(len(ds.images), -1), dtype=torch.float32) / 255.0, ds.labels.long())
            for ds in (tr, te)]

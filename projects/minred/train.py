@@ -31,17 +31,10 @@ from shared.run import start_run
 from projects.minred import data as data_mod
 from projects.minred.buffer import build_buffer
 from projects.minred.probes import evaluate_backbone
-from projects.minred.model import SimSiam, build_optimizer, learning_rate, set_lr, simsiam_loss
+from projects.minred.model import SimSiam, build_model, build_optimizer, learning_rate, set_lr, simsiam_loss
 from projects.minred import streams
 
 log = logging.getLogger(__name__)
-
-
-def build_model(cfg) -> SimSiam:
-    """The SimSiam network a config describes, randomly initialised (``model.pretrained`` is loaded by
-    ``main`` at the start of a new run)."""
-    m = cfg.model
-    return SimSiam(m.arch, m.dim, m.pred_dim, m.small_input)
 
 
 def load_pretrained(model: SimSiam, path: str) -> None:
@@ -91,16 +84,6 @@ class BufferCheckpoint:
 def label_histogram(buffer, labels, num_classes: int) -> list[int]:
     items = buffer.contents() if hasattr(buffer, "contents") else []
     return np.bincount(np.asarray(labels)[items], minlength=num_classes).tolist() if items else [0] * num_classes
-
-
-def eval_sets(cfg) -> dict:
-    out = {}
-    for name in cfg.eval.datasets:
-        tr, te = data_mod.eval_sets(cfg, name)
-        spec = {} if name == "fashion_mnist" else cfg.eval.sets[name]
-        nc = 10 if name == "fashion_mnist" else int(spec["num_classes"])
-        out[name] = (tr, te, nc, spec.get("epochs"), spec.get("lr"))
-    return out
 
 
 def main(cfg) -> dict:
@@ -173,7 +156,7 @@ def main(cfg) -> dict:
                "train_time_s": loop.clock.read(), "stream_samples_per_process": len(buf.stream)}
     if loop.step >= total and dist.is_main() and cfg.eval.datasets:
         with loop.paused():
-            results.update(evaluate_backbone(model, cfg, device, eval_sets(cfg)))
+            results.update(evaluate_backbone(model, cfg, device, data_mod.probe_sets(cfg)))
         loop.log({f"eval/{k}": v for k, v in results.items() if isinstance(v, float) and "/" in k})
     results["paper"] = dict(cfg.paper) if cfg.paper else None
     if dist.is_main():

@@ -24,7 +24,8 @@ from shared.data.robust import collate_skipping_bad
 
 
 def step_timing(cfg, device, batch: int, amp: str, channels_last: bool, warmup: int, repeats: int) -> dict:
-    from projects.oneavm.train import JointObjective, build_model, make_optimizer, train_step
+    from projects.oneavm.model import build_model
+    from projects.oneavm.objective import JointObjective, make_optimizer, train_step
 
     cfg.train.amp, cfg.train.channels_last = amp, channels_last
     torch.manual_seed(0)

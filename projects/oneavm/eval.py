@@ -35,7 +35,9 @@ from shared.metrics.localization import ciou, minmax, summarize, upsample_maps
 from shared.metrics.separation import SeparationMeter
 from shared.run import run_dir_of
 from projects.oneavm.data import IMAGENET_MEAN, IMAGENET_STD, eval_set, separation_set
+from projects.oneavm.frontend import encoder_spectrogram, front_end
 from projects.oneavm.losses import av_maps, av_scores
+from projects.oneavm.model import build_model
 
 log = logging.getLogger(__name__)
 TASKS = ("localization", "separation", "recognition")
@@ -73,8 +75,6 @@ def _batches(loader, cfg, name: str):
 @torch.no_grad()
 def embed(model, ds, cfg, device, fe: SeparationFrontEnd) -> dict:
     """Per-clip image maps, audio embeddings, labels and (when annotated) gt maps, on the CPU."""
-    from projects.oneavm.train import encoder_spectrogram
-
     model.eval()
     out = {"img": [], "aud": [], "label": [], "index": [], "gt": []}
     for batch in _batches(_loader(ds, cfg), cfg, "eval"):
@@ -167,8 +167,6 @@ def recognition(model, ds, cfg, device, fe) -> dict:
 
 @torch.no_grad()
 def separation(model, pairs, cfg, device, fe, viz_dir: Path | None = None) -> dict:
-    from projects.oneavm.train import sep_loss_kind  # noqa: F401  (same config checks as training)
-
     model.eval()
     meter, by_type = SeparationMeter(), {}
     saved = 0
@@ -243,8 +241,6 @@ def save_heatmaps(ds, indices, maps, gts, path: Path, n: int) -> None:
 
 def evaluate_all(cfg, model, device, run_dir: Path, classes: list[str] | None = None, tag: str = "") -> dict:
     """Every set in eval.tasks, by its task; figures and audio under <run>/viz<tag>/."""
-    from projects.oneavm.train import front_end
-
     fe = front_end(cfg)
     viz = Path(run_dir) / f"viz{tag}"
     out = {}
@@ -265,7 +261,6 @@ def evaluate_all(cfg, model, device, run_dir: Path, classes: list[str] | None = 
 
 def main(argv=None) -> dict:
     from shared import dist
-    from projects.oneavm.train import build_model
 
     p = argparse.ArgumentParser(description="Evaluate a OneAVM run (eval.tasks) without fine-tuning")
     p.add_argument("--config", required=True)

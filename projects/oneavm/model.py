@@ -158,3 +158,14 @@ class OneAVM(nn.Module):
 
     def mask_logits(self, visual: torch.Tensor, sound: torch.Tensor) -> torch.Tensor:
         return self.synth(visual, sound)
+
+
+def build_model(cfg, device: torch.device | str | None = None) -> OneAVM:
+    """The OneAVM network of ``cfg.model`` (random initialisation when model.image_weights is null)."""
+    m = cfg.model
+    model = OneAVM(m.dim, m.image_weights, m.unet_levels, m.unet_ngf, m.sep_channels)
+    device = torch.device(device or "cpu")
+    model = model.to(device)
+    if cfg.train.channels_last and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model

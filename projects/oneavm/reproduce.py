@@ -51,7 +51,7 @@ def prepare_demo(cfg, n_train: int, n_test: int, distractors: str = "silent", n_
 def untrained(cfg) -> dict:
     from projects.oneavm.eval import evaluate_all
     from projects.oneavm.data import train_set
-    from projects.oneavm.train import build_model
+    from projects.oneavm.model import build_model
 
     device = dist.init(cfg.run.device).device
     torch.manual_seed(cfg.run.seed)

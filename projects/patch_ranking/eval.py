@@ -6,19 +6,19 @@ GFLOPs, images/s. ``golden`` (the oracle) is evaluated on the test images that h
 ranking (``golden.test_images``; all of them by default). ``predictor+tokens`` / ``none+tokens``
 are the model with the Phase-III learned tokens.
 
-    python -m projects.patch_ranking.eval --config ... [key=value ...]   # eval only, from a finished run folder
-    (rankings and predictor.pt are read from the run folder; the learned-token rows need the prompts phase)
+Eval only, from a finished run folder (the run's pipeline, train.py, with only its eval phase; rankings and
+predictor.pt are read from the run folder; the learned-token rows need the prompts phase):
+
+    python -m projects.patch_ranking.train --config ... [key=value ...] phases=[eval]
 """
 from __future__ import annotations
 
-import argparse
 import logging
 
 import torch
 
 from shared.amp import autocast, fp32_metrics
 from shared.benchmark import count_flops, time_fn
-from shared.config import load_config
 from shared.logging import progress
 from projects.patch_ranking.data import loader, test_transform
 from projects.patch_ranking.model import PrunedCLIP
@@ -106,18 +106,3 @@ def evaluate(model: PrunedCLIP, ds, cfg, device, test_rankings: Rankings | None,
             model.stages = list(saved_stages)
     model.method, model.stages = saved_method, saved_stages
     return rows
-
-
-def main(argv=None) -> list[dict]:
-    from projects.patch_ranking.train import main as train_main
-
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True)
-    p.add_argument("overrides", nargs="*")
-    a = p.parse_args(argv)
-    cfg = load_config(a.config, list(a.overrides) + ["phases=[eval]"])
-    return train_main(cfg)["eval"]
-
-
-if __name__ == "__main__":
-    main()

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from shared.clip.models import freeze
 from shared.clip.zeroshot import text_classifier
+from projects.patch_ranking.data import load_cfg_clip
 from projects.patch_ranking.baselines import encode_image_evit, encode_image_tome
 from projects.patch_ranking.predictor import MixerPredictor, TimmFeatures
 from projects.patch_ranking.prompts import TextPrompts, VisualPrompts
@@ -134,3 +135,29 @@ class PrunedCLIP(nn.Module):
     def forward(self, images: torch.Tensor, order: torch.Tensor | None = None) -> torch.Tensor:
         scale = self.clip.logit_scale.detach().float().exp()
         return scale * self.image_features(images, order) @ self.text_features().t()
+
+
+def build_model(cfg, classnames: list[str] | None = None, device: torch.device | str = "cpu") -> PrunedCLIP:
+    """The model a config describes: CLIP (``clip.pretrained``: null = random init), the pruning stages,
+    the predictor (weights from ``predictor.checkpoint`` if set), the method; with ``classnames``,
+    the zero-shot classifier of ``data.template``."""
+    bundle = load_cfg_clip(cfg, device)
+    n = num_patches(bundle.model.visual)
+    p = cfg.predictor
+    predictor = MixerPredictor(n, int(p.pool_dim)).to(device)
+    timm_features = None
+    if p.features == "timm":
+        timm_features = TimmFeatures(p.timm_model, p.timm_pretrained).to(device)
+    elif p.features != "own":
+        raise ValueError(f"predictor.features must be own or timm, got {p.features!r}")
+    if p.checkpoint:
+        predictor.load_state_dict(torch.load(p.checkpoint, map_location=device, weights_only=True))
+    model = PrunedCLIP(bundle.model, bundle.tokenizer, cfg.prune.stages, method="none", predictor=predictor,
+                       timm_features=timm_features, seed=int(cfg.run.seed),
+                       tome_proportional=bool(cfg.prune.tome_proportional)).to(device)
+    model.set_method(cfg.prune.method)
+    model.image_size = bundle.image_size
+    model.bundle_name, model.bundle_source = bundle.name, bundle.source
+    if classnames is not None:
+        model.set_classes(classnames, cfg.data.template or "a photo of a {}.")
+    return model

@@ -34,41 +34,15 @@ from shared.data.sampling import ResumableSampler
 from shared.logging import progress
 from shared.loop import Loop
 from shared.run import RunContext, start_run
-from projects.patch_ranking.data import build_dataset, few_shot, load_cfg_clip, loader, subset, test_transform, train_transform
+from projects.patch_ranking.data import build_dataset, few_shot, loader, subset, test_transform, train_transform
 from projects.patch_ranking.golden import GoldenConfig
-from projects.patch_ranking.model import PrunedCLIP
-from projects.patch_ranking.predictor import MixerPredictor, TimmFeatures, ranking_kl_loss, top_overlap
-from projects.patch_ranking.pruning import embed, num_patches, run_blocks
+from projects.patch_ranking.model import PrunedCLIP, build_model
+from projects.patch_ranking.predictor import MixerPredictor, ranking_kl_loss, top_overlap
+from projects.patch_ranking.pruning import embed, run_blocks
 from projects.patch_ranking.rankings import Rankings, image_id, load_rankings, new_rankings, rank_items
 
 log = logging.getLogger(__name__)
 PHASES = ("rank", "predictor", "prompts", "eval")
-
-
-def build_model(cfg, classnames: list[str] | None = None, device: torch.device | str = "cpu") -> PrunedCLIP:
-    """The model a config describes: CLIP (``clip.pretrained``: null = random init), the pruning stages,
-    the predictor (weights from ``predictor.checkpoint`` if set), the method; with ``classnames``,
-    the zero-shot classifier of ``data.template``."""
-    bundle = load_cfg_clip(cfg, device)
-    n = num_patches(bundle.model.visual)
-    p = cfg.predictor
-    predictor = MixerPredictor(n, int(p.pool_dim)).to(device)
-    timm_features = None
-    if p.features == "timm":
-        timm_features = TimmFeatures(p.timm_model, p.timm_pretrained).to(device)
-    elif p.features != "own":
-        raise ValueError(f"predictor.features must be own or timm, got {p.features!r}")
-    if p.checkpoint:
-        predictor.load_state_dict(torch.load(p.checkpoint, map_location=device, weights_only=True))
-    model = PrunedCLIP(bundle.model, bundle.tokenizer, cfg.prune.stages, method="none", predictor=predictor,
-                       timm_features=timm_features, seed=int(cfg.run.seed),
-                       tome_proportional=bool(cfg.prune.tome_proportional)).to(device)
-    model.set_method(cfg.prune.method)
-    model.image_size = bundle.image_size
-    model.bundle_name, model.bundle_source = bundle.name, bundle.source
-    if classnames is not None:
-        model.set_classes(classnames, cfg.data.template or "a photo of a {}.")
-    return model
 
 
 def golden_config(cfg, model: PrunedCLIP) -> GoldenConfig:

@@ -14,9 +14,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from shared.clip.models import encode_text_embeddings, freeze, text_dtype
+from shared.clip.datasets import SPECS, resolve_name
+from shared.clip.models import encode_text_embeddings, freeze, load_clip, text_dtype
 from shared.clip.templates import clean_classname
 from shared.clip.zeroshot import fp32_logits
+from projects.ptnl.data import build_dataset
 
 
 class PromptLearner(nn.Module):
@@ -111,3 +113,33 @@ class CoOpCLIP(nn.Module):
         txt = self.text_features() if text_features is None else text_features
         return fp32_logits(img, txt, self.logit_scale())
 
+
+def _config_classnames(cfg) -> list[str]:
+    """Class names when no dataset is at hand (building a config's model for a check): the demo's and
+    the synthetic set's are known; a CoOp dataset gets generic names ("class 0", ...), one per class of its spec
+    (the prompt learner's shapes and trainable part do not depend on the words)."""
+    from shared.clip import demo_clip, synthetic
+
+    name = str(cfg.data.dataset)
+    known = {"FashionMNIST": demo_clip.CLASSNAMES, "Synth": synthetic.CLASSES}
+    if name in known:
+        return list(known[name])
+    spec = SPECS.get(resolve_name(name))
+    if spec is None or spec.num_classes is None:
+        return list(build_dataset(cfg).classnames)
+    return [f"class {i}" for i in range(spec.num_classes)]
+
+
+def build_model(cfg, classnames: list[str] | None = None, bundle=None, device: str | torch.device = "cpu") -> CoOpCLIP:
+    """The CoOp model the config describes: its CLIP (``clip.arch`` with ``clip.pretrained``; random
+    init when that is null), frozen, with the prompt learner of ``prompt.*`` for ``classnames`` (the
+    dataset's; when not given, see ``_config_classnames``)."""
+    device = torch.device(device)
+    if bundle is None:
+        c = cfg.clip
+        bundle = load_clip(c.arch, c.pretrained, precision=c.precision, device=device, quick_gelu=c.quick_gelu,
+                           cache_dir=c.cache_dir)
+    names = list(classnames) if classnames is not None else _config_classnames(cfg)
+    p = cfg.prompt
+    return CoOpCLIP(bundle.model, bundle.tokenizer, names, n_ctx=p.n_ctx, ctx_init=p.ctx_init, csc=p.csc,
+                    class_token_position=p.class_token_position, init_std=p.init_std).to(device)

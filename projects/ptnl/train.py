@@ -25,15 +25,14 @@ from torch.utils.data import DataLoader
 
 from shared import dist, launch
 from shared.amp import autocast
-from shared.clip.datasets import SPECS, ImageListDataset, labels_of, resolve_name
-from shared.clip.models import load_clip
+from shared.clip.datasets import ImageListDataset, labels_of
 from shared.data.sampling import ResumableSampler
 from shared.loop import Loop
 from shared.run import RunContext, start_run
 from projects.ptnl.data import build_dataset, eval_loader, load_cfg_clip, select_train, test_transform, train_transform
 from projects.ptnl.eval import classification_metrics, linear_probe_eval, predict, zero_shot_eval
 from projects.ptnl.losses import build_loss
-from projects.ptnl.model import CoOpCLIP
+from projects.ptnl.model import build_model
 from projects.ptnl.noise import NOISE_TYPES, num_fp_for
 
 log = logging.getLogger(__name__)
@@ -47,37 +46,6 @@ def lr_at_epoch(epoch: int, cfg) -> float:
     if epoch < o.warmup_epochs:
         return float(o.warmup_lr)
     return 0.5 * o.lr * (1 + math.cos(math.pi * (epoch - o.warmup_epochs) / o.epochs))
-
-
-def _config_classnames(cfg) -> list[str]:
-    """Class names when no dataset is at hand (building a config's model for a check): the demo's and
-    the synthetic set's are known; a CoOp dataset gets generic names ("class 0", ...), one per class of its spec
-    (the prompt learner's shapes and trainable part do not depend on the words)."""
-    from shared.clip import demo_clip, synthetic
-
-    name = str(cfg.data.dataset)
-    known = {"FashionMNIST": demo_clip.CLASSNAMES, "Synth": synthetic.CLASSES}
-    if name in known:
-        return list(known[name])
-    spec = SPECS.get(resolve_name(name))
-    if spec is None or spec.num_classes is None:
-        return list(build_dataset(cfg).classnames)
-    return [f"class {i}" for i in range(spec.num_classes)]
-
-
-def build_model(cfg, classnames: list[str] | None = None, bundle=None, device: str | torch.device = "cpu") -> CoOpCLIP:
-    """The CoOp model the config describes: its CLIP (``clip.arch`` with ``clip.pretrained``; random
-    init when that is null), frozen, with the prompt learner of ``prompt.*`` for ``classnames`` (the
-    dataset's; when not given, see ``_config_classnames``)."""
-    device = torch.device(device)
-    if bundle is None:
-        c = cfg.clip
-        bundle = load_clip(c.arch, c.pretrained, precision=c.precision, device=device, quick_gelu=c.quick_gelu,
-                           cache_dir=c.cache_dir)
-    names = list(classnames) if classnames is not None else _config_classnames(cfg)
-    p = cfg.prompt
-    return CoOpCLIP(bundle.model, bundle.tokenizer, names, n_ctx=p.n_ctx, ctx_init=p.ctx_init, csc=p.csc,
-                    class_token_position=p.class_token_position, init_std=p.init_std).to(device)
 
 
 def validate_config(cfg) -> None:

@@ -7,7 +7,7 @@ import torch
 from shared.checkpoint import CheckpointManager
 from projects.accel_ssl import reproduce
 from projects.accel_ssl.compression import Setting
-from projects.accel_ssl.train import build_model
+from projects.accel_ssl.model import build_model
 from tests.accel_ssl.conftest import tiny_cfg
 from tests.accel_ssl.test_frameworks import batch
 

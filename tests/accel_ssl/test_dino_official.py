@@ -9,7 +9,8 @@ from torch import nn
 
 from projects.accel_ssl.compression import Setting
 from projects.accel_ssl.losses import dino_loss
-from projects.accel_ssl.train import build_model, prepare_grads
+from projects.accel_ssl.model import build_model
+from projects.accel_ssl.train import prepare_grads
 from tests.accel_ssl.conftest import tiny_cfg
 from tests.accel_ssl.test_frameworks import batch
 

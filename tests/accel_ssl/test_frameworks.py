@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from projects.accel_ssl.compression import Setting
-from projects.accel_ssl.frameworks import build_framework
+from projects.accel_ssl.model import build_model
 from projects.accel_ssl import grad_error
 from projects.accel_ssl.data import pretrain_set
 from shared.data.robust import collate_skipping_bad
@@ -21,7 +21,7 @@ def batch(cfg, n=8):
 def test_every_setting_trains_exactly_the_trainable_parameters(method, bn_head, fmnist_root, tmp_path):
     cfg = tiny_cfg(method, fmnist_root, tmp_path, *([f"method.use_bn_in_head={bn_head}"] if bn_head is not None else []))
     torch.manual_seed(0)
-    model = build_framework(cfg)
+    model = build_model(cfg)
     views = batch(cfg)
     assert len(views) == (4 if method == "dino" else 2)
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
@@ -44,14 +44,14 @@ def test_every_setting_trains_exactly_the_trainable_parameters(method, bn_head, 
 
 
 def test_flops_follow_the_setting(fmnist_root, tmp_path):
-    model = build_framework(tiny_cfg("mocov3", fmnist_root, tmp_path))
+    model = build_model(tiny_cfg("mocov3", fmnist_root, tmp_path))
     full = model.step_flops([32, 32], Setting())
     assert model.step_flops([32, 32], Setting(keep_online=(0.25,))) < 0.6 * full
     assert model.step_flops([32, 32], Setting(patch=8)) < 0.45 * full
 
 
 def test_momentum_update(fmnist_root, tmp_path):
-    model = build_framework(tiny_cfg("dino", fmnist_root, tmp_path))
+    model = build_model(tiny_cfg("dino", fmnist_root, tmp_path))
     with torch.no_grad():
         for p in model.backbone.parameters():
             p.add_(1.0)
@@ -64,7 +64,7 @@ def test_momentum_update(fmnist_root, tmp_path):
 def test_grad_error_zero_bias_at_full_length(fmnist_root, tmp_path):
     cfg = tiny_cfg("mocov3", fmnist_root, tmp_path)
     torch.manual_seed(0)
-    model = build_framework(cfg)
+    model = build_model(cfg)
     ds = pretrain_set(cfg)
     batches = [collate_skipping_bad([ds[(i, i)] for i in range(r * 8, r * 8 + 8)])["views"] for r in range(3)]
     settings = [Setting(), Setting(keep_online=(0.25,)), Setting(patch=16)]

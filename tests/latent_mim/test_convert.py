@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from projects.latent_mim.convert import encoder_state, timm_vit, to_timm
-from projects.latent_mim.train import build_model
+from projects.latent_mim.model import build_model
 
 pytestmark = pytest.mark.timeout(60)
 

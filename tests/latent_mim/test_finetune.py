@@ -3,7 +3,7 @@ import torch
 
 from shared.config import load_config
 from projects.latent_mim.finetune import build_classifier, main
-from projects.latent_mim.train import build_model
+from projects.latent_mim.model import build_model
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -5,7 +5,7 @@ import torch
 
 from projects.latent_mim.decoder import visual_cue
 from projects.latent_mim.optim import lr_at, momentum_at, param_groups, peak_lr, sim_target_at
-from projects.latent_mim.train import build_model
+from projects.latent_mim.model import build_model
 
 pytestmark = pytest.mark.timeout(60)
 

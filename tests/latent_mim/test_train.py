@@ -7,7 +7,8 @@ import torch
 from shared.config import ConfigError, config_diff, load_config
 from shared.logging import read_metrics
 from projects.latent_mim.optim import build_optimizer
-from projects.latent_mim.train import Schedules, build_model, main, train_step
+from projects.latent_mim.model import build_model
+from projects.latent_mim.train import Schedules, main, train_step
 
 CONFIGS = Path("projects/latent_mim/configs")
 FAILURE_MODES = {"fail_joint": {"model.target"}, "fail_regression": {"loss.name"}, "fail_no_gap": {"model.patch_gap"},

@@ -5,8 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from shared.config import load_config
-from projects.minred.model import SimSiam, build_optimizer, learning_rate, set_lr, simsiam_loss
-from projects.minred.train import build_model
+from projects.minred.model import SimSiam, build_model, build_optimizer, learning_rate, set_lr, simsiam_loss
 
 pytestmark = pytest.mark.timeout(60)
 

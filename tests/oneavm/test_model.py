@@ -1,8 +1,10 @@
 import pytest
 import torch
 
-from projects.oneavm.train import (JointObjective, build_model, check_config, encoder_spectrogram, front_end,
-                                   mix_images, rolled, separation_validity)
+from projects.oneavm.frontend import encoder_spectrogram, front_end
+from projects.oneavm.model import build_model
+from projects.oneavm.objective import JointObjective, mix_images, rolled, separation_validity
+from projects.oneavm.train import check_config
 from tests.oneavm.conftest import tiny_cfg
 
 pytestmark = pytest.mark.timeout(90)

@@ -3,7 +3,8 @@ import json
 import pytest
 
 from projects.patch_ranking.reproduce import evidence, table
-from projects.patch_ranking.train import build_model, main
+from projects.patch_ranking.model import build_model
+from projects.patch_ranking.train import main
 from shared.config import load_config
 from tests.patch_ranking.conftest import tiny_cfg
 

@@ -136,7 +136,7 @@ def test_build_model_from_a_config_alone():
     CoOp dataset; the demo's own names), on a random-init CLIP when clip.pretrained is null."""
     cfg = load_config("projects/ptnl/configs/dtd.yaml", ["clip.pretrained=null", "clip.arch=tiny-clip-vit",
                                                          "prompt.n_ctx=4"])
-    from projects.ptnl.train import build_model
+    from projects.ptnl.model import build_model
 
     model = build_model(cfg)
     assert model.prompt_learner.n_cls == 47 and model.prompt_learner.ctx.shape[0] == 4
