@@ -50,7 +50,7 @@ pytest = $(PY) -m pytest $(1); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no 
 # multi-process ones (dist); the markers are registered in pyproject.toml. `make test` runs them all.
 FAST := -m 'not e2e and not slow and not dist'
 
-.PHONY: setup test test-fast lint report clean-venv
+.PHONY: setup test test-fast test-claims lint report clean-venv
 .SECONDARY:
 
 $(STAMP): requirements.txt
@@ -66,6 +66,10 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	@$(call pytest,$(FAST) $(ARGS))
+
+# the demos' learning claims at reduced sizes (tests marked demo_claim; minutes each): not part of `make test`
+test-claims: $(STAMP)
+	@$(call pytest,--claims -m demo_claim $(ARGS))
 
 test-%: $(STAMP)
 	@test -d tests/$* || { echo "no test folder tests/$* (there are: $(filter-out __init__.py,$(notdir $(wildcard tests/*))))"; exit 2; }

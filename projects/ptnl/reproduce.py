@@ -55,6 +55,19 @@ def prepare_demo(cfg, n_train: int, n_val: int, n_test: int, clip_recipe: dict |
     return info
 
 
+def parse_recipe(items: list[str]) -> dict:
+    """``["steps=300", "looks=[plain,dark]"]`` -> ``{"steps": 300, "looks": ["plain", "dark"]}`` (YAML values)."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--clip-recipe takes KEY=VALUE items, got {item!r}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
 def _cell(rows, **match) -> str:
     for r in rows:
         if all(r.get(k) == v for k, v in match.items()):
@@ -157,9 +170,10 @@ def main(argv=None) -> dict:
     p.add_argument("--n-train", type=int, default=200, help="demo train images per class (few-shot pool)")
     p.add_argument("--n-val", type=int, default=20)
     p.add_argument("--n-test", type=int, default=100)
-    p.add_argument("--pretrain-steps", type=int, default=None,
-                   help="demo CLIP pre-training steps (default: shared.clip.demo_clip.RECIPE; another value "
-                        "retrains the cache)")
+    p.add_argument("--clip-recipe", action="append", default=[], metavar="KEY=VALUE",
+                   help="a change of the demo CLIP's pre-training recipe, repeatable: --clip-recipe steps=300 "
+                        "--clip-recipe looks=[plain,dark] "
+                        "(keys of shared.clip.demo_clip.RECIPE and its variant; another recipe retrains the cache)")
     p.add_argument("--shard", default=None, metavar="I/N",
                    help="run only every N-th job from the I-th (several processes at once), then stop; a last "
                         "call without --shard skips the finished runs and writes the tables")
@@ -173,7 +187,7 @@ def main(argv=None) -> dict:
             if "run.seed" in (sub.get("axes") or {}) and len(sub["axes"]["run.seed"]) > 1:
                 sub["axes"]["run.seed"] = list(a.seeds)
     cfg = load_config(DEMO_CONFIG, a.overrides)
-    info = prepare_demo(cfg, a.n_train, a.n_val, a.n_test, {'steps': a.pretrain_steps} if a.pretrain_steps else None)
+    info = prepare_demo(cfg, a.n_train, a.n_val, a.n_test, parse_recipe(a.clip_recipe) or None)
     jobs = sweep.expand(grid, None, a.overrides)
     t1 = time.time()
     if a.shard:
