@@ -12,7 +12,7 @@ from shared.checkpoint import CheckpointManager
 from shared.logging import read_metrics
 from shared.run import NonFiniteLossError
 from projects.ezvsl import train as train_mod
-from tests.ezvsl.conftest import tiny_cfg
+from tests.ezvsl.conftest import tiny_cfg, tiny_overrides
 
 
 def losses(run_dir):
@@ -21,7 +21,7 @@ def losses(run_dir):
 
 @pytest.mark.slow
 def test_tiny_run_writes_everything(tiny_root, tmp_path):
-    cfg = tiny_cfg(tiny_root, tmp_path, "run.name=tiny")
+    cfg = tiny_cfg(tiny_root, tmp_path, "run.name=tiny", "train.ckpt_every_steps=4")
     results = train_mod.main(cfg)
     run = tmp_path / "ezvsl" / "tiny"
     for f in ("config.yaml", "env.json", "metrics.jsonl", "results.json", "checkpoints/best.pt",
@@ -40,26 +40,23 @@ def test_tiny_run_writes_everything(tiny_root, tmp_path):
 
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_losses(tiny_root, tmp_path):
-    over = ["optim.epochs=3", "eval.selection=last"]
+    # 2 epochs of 4 steps, a checkpoint every 3: killed after step 3 or 6, so the resume starts mid-epoch
+    over = ["optim.epochs=2", "eval.selection=last", "eval.test_sets=[demo_test]", "eval.n_visualizations=0",
+            "train.ckpt_every_steps=3"]
     ref_cfg = tiny_cfg(tiny_root, tmp_path, "run.name=straight", *over)
     train_mod.main(ref_cfg)
     ref = losses(tmp_path / "ezvsl" / "straight")
-    assert len(ref) == 12
+    assert len(ref) == 8
 
     run = tmp_path / "ezvsl" / "killed"
-    args = [f"{k}" for k in ("data.root=" + str(tiny_root), f"run.root={tmp_path}", "run.name=killed",
-                             "data.num_workers=0", "data.image_size=64", "data.audio.duration=0.5",
-                             "model.image_weights=null", "model.ogl_weights=null", "optim.batch_size=8",
-                             "train.log_every=1", "train.ckpt_every_steps=2", "eval.n_visualizations=2",
-                             "eval.batch_size=4", *over)]
     proc = subprocess.Popen([sys.executable, "-m", "projects.ezvsl.train", "--config",
-                             "projects/ezvsl/configs/demo.yaml", *args],
+                             "projects/ezvsl/configs/demo.yaml", *tiny_overrides(tiny_root, tmp_path, "run.name=killed", *over)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpts = CheckpointManager(run)
     deadline = time.time() + 240
     while time.time() < deadline:
         p = ckpts.latest_path()
-        if p is not None and int(p.stem.split("_")[1]) >= 5:
+        if p is not None and int(p.stem.split("_")[1]) >= 3:
             break
         if proc.poll() is not None:
             pytest.fail("the run ended before it could be killed")
@@ -67,10 +64,10 @@ def test_killed_run_resumes_to_the_same_losses(tiny_root, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_at = int(ckpts.latest_path().stem.split("_")[1])
-    assert 5 <= killed_at < 12
+    assert 3 <= killed_at < 8
     train_mod.main(tiny_cfg(tiny_root, tmp_path, "run.name=killed", *over))
     got = losses(run)
-    assert [s for s, _ in got] == list(range(1, 13))
+    assert [s for s, _ in got] == list(range(1, 9))
     assert got == ref  # bit-identical on CPU
 
 
@@ -107,7 +104,8 @@ def test_too_many_unreadable_files_stop_the_run(tiny_root, tmp_path):
         train_mod.main(tiny_cfg(root, tmp_path, "run.name=bad", "data.max_bad_fraction=0.05"))
     # tolerated below the fraction: counted in the metrics, never replaced
     res = train_mod.main(tiny_cfg(root, tmp_path, "run.name=bad_ok", "data.max_bad_fraction=0.5",
-                                  "optim.epochs=1", "eval.selection=last"))
+                                  "optim.epochs=1", "eval.selection=last", "eval.test_sets=[demo_test]",
+                                  "eval.n_visualizations=0", "train.ckpt_every_steps=0"))
     assert res["sets"]
     bad = [m for m in read_metrics(tmp_path / "ezvsl" / "bad_ok") if "train/bad_samples" in m]
     assert bad and bad[0]["train/bad_samples"] == 4
@@ -139,7 +137,7 @@ def test_torchrun_two_processes(tiny_root, tmp_path):
             "projects/ezvsl/configs/demo.yaml", f"data.root={tiny_root}", f"run.root={tmp_path}", "run.name=ddp",
             "data.num_workers=0", "data.image_size=64", "data.audio.duration=0.5", "model.image_weights=null",
             "model.ogl_weights=null", "optim.batch_size=8", "optim.epochs=1", "train.log_every=1",
-            "eval.n_visualizations=0", "loss.gather_negatives=true"]
+            "eval.n_visualizations=0", "eval.test_sets=[demo_test]", "loss.gather_negatives=true"]
     out = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     run = tmp_path / "ezvsl" / "ddp"
