@@ -53,13 +53,18 @@ FAST := -m 'not e2e and not slow and not dist'
 .PHONY: setup test test-fast test-claims lint report clean-venv
 .SECONDARY:
 
+# the Debian data packages the demos and tests read (shared/data/debian_packages.py: installed with
+# apt-get where it can, as root or through password-less sudo; otherwise it prints the install line
+# and the tests that need them skip)
 $(STAMP): requirements.txt
+	$(PYTHON) shared/data/debian_packages.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -r requirements.txt
 	touch $@
 
 setup: $(STAMP)
+	@$(PYTHON) shared/data/debian_packages.py
 
 test: $(STAMP)
 	@$(call pytest,)

@@ -1,4 +1,4 @@
-"""Fixtures several projects' tests share, built once per test run.
+"""Fixtures several projects' tests share, built once per test run, and the skip for missing data packages.
 
 ``demo_clip_smoke``: the demo CLIP's "looks" variant (``shared.clip.demo_clip``) trained at a smoke
 recipe (``DEMO_CLIP_SMOKE``: 150 steps of 64 on plain and dark images, about 15 s on 2 cores) into
@@ -6,9 +6,21 @@ the session's temporary folder, so no test trains the full recipe (600 steps of 
 about 3 min) and no test touches the demos' cache in ``data/demo_clip/``. Tests that need a trained
 CLIP take this fixture; tests of the cache itself train their own few-step models.
 """
+from pathlib import Path
+
 import pytest
 
 from shared.data import fashion_mnist
+from shared.data.debian_packages import PACKAGES, install_line
+
+def skip_unless_installed(name: str) -> None:
+    """Skip the calling test (or fixture) with the one install line when a Debian data package
+    (shared/data/debian_packages.py) is not installed. Fashion-MNIST also comes from $DATA_ROOT:
+    its tests check ``fashion_mnist.find_root()`` instead."""
+    pkg, folder, _ = PACKAGES[name]
+    if not Path(folder).is_dir():
+        pytest.skip(f"{pkg} is not installed ({folder} not found): {install_line([name])}")
+
 
 DEMO_CLIP_SMOKE = {"steps": 150, "batch_size": 64, "looks": ["plain", "dark"]}
 

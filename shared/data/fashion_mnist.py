@@ -13,11 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
+from shared.data.debian_packages import PACKAGES
+
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
          "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
-DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
-HOW_TO_GET = ("Fashion-MNIST not found. Install it with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu), "
+DEBIAN_DIR = Path(PACKAGES["fashion_mnist"][1])
+HOW_TO_GET = ("Fashion-MNIST not found. Install it with `sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu), "
               "point data.root (or $DATA_ROOT) at a folder holding the four idx(.gz) files, or run once online "
               "(torchvision downloads it).")
 

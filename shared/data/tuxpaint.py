@@ -46,10 +46,11 @@ from PIL import Image
 
 from shared.data.audio import load_audio, write_wav
 from shared.data.demo_av import split_cells
+from shared.data.debian_packages import PACKAGES
 
 log = logging.getLogger(__name__)
 
-STAMPS = Path("/usr/share/tuxpaint/stamps")
+STAMPS = Path(PACKAGES["tuxpaint"][1])
 # sounds that are the object's own sound (not speech), distinct from each other, >= 0.9 s long
 DEFAULT_CLASSES = {
     "cello": "hobbies/music/string/cello", "violin": "hobbies/music/string/violin",

@@ -2,11 +2,13 @@ import pytest
 
 from shared.config import load_config
 from shared.data.tuxpaint import make_tuxpaint_av
+from tests.conftest import skip_unless_installed
 
 
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory):
     """A tiny tuxpaint set: 64 px frames, 0.4 s clips at 11,025 Hz."""
+    skip_unless_installed("tuxpaint")
     return make_tuxpaint_av(tmp_path_factory.mktemp("oneavm_tiny"), n_train=8, n_test=6, n_duet=3, n_pairs=3,
                             size=64, duration=0.4, seed=1)
 

@@ -11,6 +11,7 @@ from shared.data.robust import BadSample
 from projects.oneavm.data import (audio_id_of, eval_set, load_annotations, mask_gt_map, norm_boxes_to_pixels,
                                   read_pairs, separation_set, train_set)
 from tests.oneavm.conftest import tiny_cfg
+from tests.conftest import skip_unless_installed
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -39,6 +40,7 @@ def test_tuxpaint_layout_and_loaders(tiny_root, tmp_path):
 
 
 def test_tuxpaint_distractors_and_settings(tmp_path):
+    skip_unless_installed("tuxpaint")
     from shared.data.tuxpaint import DEFAULT_CLASSES, DISTRACTOR_CATEGORIES, STAMPS, make_tuxpaint_av, silent_pictures
 
     pics = silent_pictures(6, seed=0)
@@ -66,6 +68,7 @@ def test_tuxpaint_distractors_and_settings(tmp_path):
 
 
 def test_cell_placement_puts_one_object_in_each_cell():
+    skip_unless_installed("tuxpaint")
     from shared.data.demo_av import split_cells
     from shared.data.tuxpaint import compose, load_stamps
 

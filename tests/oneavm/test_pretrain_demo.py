@@ -5,11 +5,13 @@ import torch
 
 from projects.oneavm.model import imagenet_resnet18
 from projects.oneavm.pretrain_demo import pretrain
+from tests.conftest import skip_unless_installed
 
 pytestmark = pytest.mark.timeout(120)
 
 
 def test_stand_in_pretraining_writes_weights_the_image_encoder_loads(tmp_path):
+    skip_unless_installed("tuxpaint")
     out = tmp_path / "w" / "resnet18.pth"
     info = pretrain(tmp_path / "pics", out, image_size=32, n_per_class=3, epochs=1, batch_size=8)
     classes = sorted(p.name for p in (tmp_path / "pics" / "objects").iterdir() if p.is_dir())
