@@ -10,7 +10,9 @@ any run folder exists): a bool is not an int, an int key takes only ints, a floa
 too (read as floats), a str key takes strings, a list takes a list (its items checked against a
 non-empty default's items), a section takes a mapping. A ``null`` default accepts anything, and
 ``null`` is accepted where the default is a string (an optional path or name). The error names
-the key, the value, the expected type and where the value came from.
+the key, the value, the expected type and where the value came from. Then the merged config's
+numbers are checked against ``RANGES`` by key name (batch sizes >= 1, cadences >= 0 with 0 off,
+ratios in their interval, ...): a bad value stops the load, naming the key and the bound.
 
 The ``run:`` and ``train:`` defaults every project shares live once in ``shared/configs/base.yaml``;
 a root config takes such a section with ``inherit: shared`` inside it and adds or changes keys:
@@ -265,13 +267,68 @@ def parse_overrides(overrides: Iterable[str]) -> dict:
     return tree
 
 
+# Ranges by key name, for every project: (leaf-name pattern, low, high, low included, high included,
+# what the bound means). Checked on the merged config at load time, before any run folder exists;
+# a project's own derived checks (sizes computed from several keys) stay in its check_config.
+RANGES = [
+    (r"(^|_)batch_size$|^accum_iter$|^(speed|max)_batch$", 1, None, True, True, "a batch holds at least one sample"),
+    (r"^(image|img|patch|grid|gt|local|block)_size$|^sample_rate$|^num_updates$|^(knn_)?k$|^shots$|^num_vis$",
+     1, None, True, True, "a size or count of at least 1"),
+    (r"^size$", 1, None, True, True, "a buffer or set holds at least one sample"),
+    (r"(^|_)every(_|$)|^snapshot_every$|^num_workers$|^max_steps$|(^|_)epochs$|^keep_checkpoints$",
+     0, None, True, True, "a count or cadence of 0 or more (0: off)"),
+    (r"^(train|val|test|knn_train|knn_test|every_knn_train|every_knn_test)_size$", 0, None, True, True,
+     "a number of samples (null: all)"),
+    (r"^(max_bad_fraction|min_lr_frac|drop_path_rate|eval_crop_ratio)$", 0, 1, True, True, "a fraction"),
+    (r"^noise_rate$", 0, 1, True, False, "a fraction of the labels made wrong"),
+    (r"keep_ratios?$", 0, 1, False, True, "a fraction kept"),
+    (r"^resize_ratio$", 1, None, True, True, "the resize before a crop is at least the crop"),
+    (r"mask_ratio$", 0, 1, False, False, "a fraction masked: some patches must stay visible and some masked"),
+    (r"^duration$", 0, None, False, True, "a length in seconds"),
+]
+_RANGES = [(re.compile(pat), *rest) for pat, *rest in RANGES]
+
+
+def _interval(lo, hi, lo_in, hi_in) -> str:
+    if hi is None:
+        return f"{'>=' if lo_in else '>'} {lo}"
+    return f"in {'[' if lo_in else '('}{lo}, {hi}{']' if hi_in else ')'}"
+
+
+def _in_range(x, lo, hi, lo_in, hi_in) -> bool:
+    return (x >= lo if lo_in else x > lo) and (hi is None or (x <= hi if hi_in else x < hi))
+
+
+def check_ranges(tree: dict, free: frozenset = frozenset(), where: str = "") -> None:
+    """Every number whose key name has a rule in ``RANGES`` (list items included) lies in its interval."""
+    for k, v in tree.items():
+        key = f"{where}{k}"
+        if key in free:
+            continue
+        if isinstance(v, dict):
+            check_ranges(v, free, key + ".")
+            continue
+        rule = next((r for r in _RANGES if r[0].search(str(k))), None)
+        if rule is None:
+            continue
+        _, lo, hi, lo_in, hi_in, meaning = rule
+        for i, x in enumerate(v if isinstance(v, list) else [v]):
+            if isinstance(x, bool) or not isinstance(x, (int, float)):
+                continue
+            if not _in_range(x, lo, hi, lo_in, hi_in):
+                at = f"{key}[{i}]" if isinstance(v, list) else key
+                raise ConfigError(f"config key '{at}' = {x!r}: must be {_interval(lo, hi, lo_in, hi_in)} ({meaning})")
+
+
 def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> Config:
-    """Load ``path`` (following ``base:``), apply overrides, and record the experiment name."""
+    """Load ``path`` (following ``base:``), apply overrides, check types and ranges, and record the
+    experiment name."""
     path = Path(path)
     data, free, root = _load_chain(path)
     tree = parse_overrides(overrides)
     _strict_merge(data, tree, source="command line", free=free)  # unknown keys first, then types
     data = _strict_merge(data, _check_types(tree, root, "command line", free), source="command line", free=free)
+    check_ranges(data, free)
     cfg = Config(data)
     if "run" in cfg and isinstance(cfg.run, dict) and "name" in cfg.run and not cfg.run.name:
         cfg.run.name = path.stem

@@ -178,3 +178,26 @@ def test_the_built_projects_take_run_and_train_from_the_shared_defaults():
             assert not repeated, (project, section, repeated)
         cfg = load_config(f"projects/{project}/configs/base.yaml")
         assert cfg.run.project == project and set(shared["train"]) <= set(cfg.train)
+
+
+@pytest.mark.parametrize("config, override, message", [
+    ("ezvsl/configs/demo.yaml", "optim.batch_size=0", r"'optim.batch_size' = 0: must be >= 1"),
+    ("latent_mim/configs/demo.yaml", "optim.accum_iter=0", r"'optim.accum_iter' = 0: must be >= 1"),
+    ("ezvsl/configs/demo.yaml", "train.log_every=-1", r"'train.log_every' = -1: must be >= 0 .*0: off"),
+    ("ezvsl/configs/demo.yaml", "train.ckpt_every_steps=-5", r"'train.ckpt_every_steps' = -5: must be >= 0"),
+    ("latent_mim/configs/demo.yaml", "model.mae_mask_ratio=1.0", r"'model.mae_mask_ratio' = 1.0: must be in \(0, 1\)"),
+    ("patch_ranking/configs/demo.yaml", "eval.keep_ratios=[1.0,0.0]", r"'eval.keep_ratios\[1\]' = 0.0: must be in \(0, 1\]"),
+    ("minred/configs/demo.yaml", "buffer.size=0", r"'buffer.size' = 0: must be >= 1"),
+    ("ptnl/configs/demo.yaml", "fewshot.noise_rate=1.0", r"'fewshot.noise_rate' = 1.0: must be in \[0, 1\)"),
+    ("ezvsl/configs/demo.yaml", "data.max_bad_fraction=1.5", r"'data.max_bad_fraction' = 1.5: must be in \[0, 1\]"),
+])
+def test_ranges_are_checked_at_load_time_naming_the_key(config, override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(f"projects/{config}", [override])
+
+
+def test_range_bounds_are_inclusive_where_they_say_so():
+    cfg = load_config("projects/ezvsl/configs/demo.yaml", ["train.log_every=0", "train.ckpt_every_steps=0",
+                                                           "data.max_bad_fraction=0", "optim.batch_size=1"])
+    assert cfg.train.log_every == 0 and cfg.optim.batch_size == 1
+    assert load_config("projects/ptnl/configs/demo.yaml", ["fewshot.noise_rate=0.0"]).fewshot.noise_rate == 0.0
