@@ -37,6 +37,18 @@ def encoder_state(ckpt: dict, source: str = "online") -> dict[str, torch.Tensor]
     return out
 
 
+def load_encoder_state(path: str | Path, source: str = "online") -> dict[str, torch.Tensor]:
+    """The encoder's keys from a checkpoint file of ours (project-checked) or the official release, read
+    through ``shared.checkpoint.load_weights`` (weights-only where the file allows); errors name the file."""
+    from shared.checkpoint import CheckpointError, load_weights
+
+    state = load_weights(path, project="latent_mim")
+    try:
+        return encoder_state({"model": state}, source)
+    except KeyError as e:
+        raise CheckpointError(f"{path} is not a Latent MIM / MAE checkpoint: {e.args[0]}") from None
+
+
 def to_timm(enc: dict[str, torch.Tensor], in_chans: int | None = None) -> dict[str, torch.Tensor]:
     """Encoder keys -> timm VisionTransformer keys (see the module docstring)."""
     for need in ("embed.proj.weight", "pos_embed.pos_embeds", "cls_token", "norm.weight"):
@@ -78,19 +90,32 @@ def timm_vit(state: dict[str, torch.Tensor], num_classes: int = 0, **kwargs):
     return model
 
 
+def check_output(src: Path, out: Path, force: bool = False) -> None:
+    """The output must not replace its input, nor land among a run's checkpoints (where resume would
+    read it), unless ``force``."""
+    if out.resolve() == src.resolve():
+        raise ValueError(f"the output {out} is the input checkpoint: give another path")
+    if not force and out.resolve().parent.name == "checkpoints":
+        raise ValueError(f"the output {out} lies in a run's checkpoints/ folder, where resuming would find it: "
+                         "write it elsewhere, or pass --force")
+
+
 def main(argv=None) -> None:
+    from shared.checkpoint import atomic_torch_save
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint")
     p.add_argument("out")
     p.add_argument("--source", default="online", choices=sorted(PREFIXES))
     p.add_argument("--in-chans", type=int, default=None)
+    p.add_argument("--force", action="store_true", help="allow an output inside a checkpoints/ folder")
     a = p.parse_args(argv)
-    path = Path(a.checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    state = to_timm(encoder_state(torch.load(path, map_location="cpu", weights_only=False), a.source), a.in_chans)
-    torch.save(state, a.out)
-    print(f"wrote {len(state)} tensors to {a.out}")
+    src, out = Path(a.checkpoint), Path(a.out)
+    check_output(src, out, a.force)
+    state = to_timm(load_encoder_state(src, a.source), a.in_chans)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_torch_save(state, out)
+    print(f"wrote {len(state)} tensors to {out}")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from shared.data.sampling import ResumableSampler
 from shared.loop import Loop
 from shared.run import start_run
 from projects.latent_mim import data as data_lib
-from projects.latent_mim.convert import encoder_state, to_timm
+from projects.latent_mim.convert import load_encoder_state, to_timm
 from projects.latent_mim.encoder import SIZES
 
 log = logging.getLogger(__name__)
@@ -40,8 +40,7 @@ def build_classifier(cfg, num_classes: int):
                             qkv_bias=True, global_pool=m.global_pool, fc_norm=m.global_pool == "avg",
                             drop_path_rate=m.drop_path)
     if m.checkpoint:
-        state = to_timm(encoder_state(torch.load(m.checkpoint, map_location="cpu", weights_only=False), m.source),
-                        m.in_chans)
+        state = to_timm(load_encoder_state(m.checkpoint, m.source), m.in_chans)
         if m.global_pool == "avg":  # MAE: the pooled features get a fresh fc_norm; the trunk's final norm is unused
             state = {k: v for k, v in state.items() if not k.startswith("norm.")}
         missing, unexpected = vit.load_state_dict(state, strict=False)

@@ -65,7 +65,7 @@ def save_segmentations(encoder, cfg, device, out_dir: Path, n: int | None = None
 
 
 def main(argv=None) -> Path:
-    from projects.latent_mim.convert import encoder_state
+    from projects.latent_mim.convert import load_encoder_state
     from projects.latent_mim.model import build_model
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -79,7 +79,7 @@ def main(argv=None) -> Path:
     cfg = load_config(a.config, a.overrides)
     model = build_model(cfg)
     if a.checkpoint:
-        model.encoder.load_state_dict(encoder_state(torch.load(a.checkpoint, map_location="cpu", weights_only=False)))
+        model.encoder.load_state_dict(load_encoder_state(a.checkpoint))
     out = save_segmentations(model.encoder, cfg, torch.device("cpu"), Path(a.out or Path(cfg.run.root) / "latent_mim"),
                              a.images, a.clusters)
     print(f"wrote {out}")

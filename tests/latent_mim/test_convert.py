@@ -33,3 +33,31 @@ def test_target_encoder_and_errors(cfg_factory):
         encoder_state({"model": {"decoder.x": torch.zeros(1)}})
     with pytest.raises(ValueError, match="not a checkpoint"):
         encoder_state([1, 2])
+
+
+def test_convert_cli_checks_its_files(cfg_factory, tmp_path):
+    from projects.latent_mim import convert
+    from shared.checkpoint import CheckpointError
+
+    model = build_model(cfg_factory("model.in_chans=3", "model.heads=2"))
+    src = tmp_path / "run" / "checkpoints" / "step_00000010.pt"
+    src.parent.mkdir(parents=True)
+    torch.save({"model": model.state_dict(), "project": "latent_mim"}, src)
+    with pytest.raises(ValueError, match="is the input checkpoint"):
+        convert.main([str(src), str(src)])
+    with pytest.raises(ValueError, match="checkpoints/ folder.*--force"):
+        convert.main([str(src), str(src.parent / "timm.pth")])
+    convert.main([str(src), str(tmp_path / "timm.pth")])  # official and ours load through load_weights
+    vit = timm_vit(torch.load(tmp_path / "timm.pth", weights_only=True), num_heads=2)
+    assert vit.pos_embed.shape[1] == model.encoder.pos_embed.pos_embeds.shape[0]
+    convert.main([str(src), str(src.parent / "timm.pth"), "--force"])
+    assert not list(src.parent.glob("*.tmp*"))  # written atomically
+    # a truncated file, a text file, another project's checkpoint: one line naming the file
+    (tmp_path / "cut.pt").write_bytes(src.read_bytes()[:200])
+    (tmp_path / "notes.txt").write_text("hello")
+    torch.save({"model": model.state_dict(), "project": "ezvsl"}, tmp_path / "other.pt")
+    torch.save({"model": {"decoder.w": torch.zeros(1)}}, tmp_path / "nodec.pt")
+    for name, match in [("cut.pt", "cut.pt"), ("notes.txt", "notes.txt"), ("other.pt", "project 'ezvsl'"),
+                        ("nodec.pt", "nodec.pt is not a Latent MIM")]:
+        with pytest.raises(CheckpointError, match=match):
+            convert.main([str(tmp_path / name), str(tmp_path / "x.pth")])
