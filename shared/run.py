@@ -279,6 +279,17 @@ class RunContext:
     def nonfinite_guard(self) -> "NonFiniteGuard":
         return NonFiniteGuard(self.device, self.ckpt.dir)
 
+    def finished_results(self) -> dict | None:
+        """The results of a run that already finished in this folder (``run.resume`` auto and its
+        results.json written), logged as complete, with the context closed; None otherwise. A run
+        whose training is done calls it before evaluating again, so a re-run appends nothing."""
+        path = self.run_dir / "results.json"
+        if self.cfg.run.get("resume", "auto") != "auto" or not path.is_file():
+            return None
+        log.info("%s is complete; delete results.json to run it again", self.run_dir)
+        self.close()
+        return json.loads(path.read_text())
+
     def write_results(self, results: dict, name: str = "results.json") -> Path:
         path = self.run_dir / name
         if dist.is_main():

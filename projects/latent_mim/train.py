@@ -105,6 +105,8 @@ def main(cfg) -> dict:
     loop.register(model=model, optimizer=opt, scaler=scaler)
     loop.vars["nn_val_top1"] = None
     loop.resume()
+    if loop.done and (done := ctx.finished_results()) is not None:
+        return done
     net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
               find_unused_parameters=False) if world > 1 else model
     fwd = torch.compile(net) if cfg.train.compile else net

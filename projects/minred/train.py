@@ -111,6 +111,8 @@ def main(cfg) -> dict:
     loop.register(model=model, optimizer=opt,
                   buffer=BufferCheckpoint(buf, lambda: loop.epoch * loop.steps_per_epoch + loop.pos))
     loop.resume()
+    if loop.done and (done := ctx.finished_results()) is not None:
+        return done
     net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
     o = cfg.optim
     snap_every = max(1, math.ceil(cfg.train.snapshot_every * total)) if cfg.train.snapshot_every else 0

@@ -14,7 +14,6 @@ is evaluated.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import sys
@@ -157,11 +156,8 @@ def main(cfg) -> dict:
     device = ctx.device
     if device.type == "cpu" and cfg.train.cpu_threads:
         torch.set_num_threads(int(cfg.train.cpu_threads))
-    done = ctx.run_dir / "results.json"
-    if done.is_file() and cfg.run.resume == "auto":
-        log.info("%s is complete; delete results.json to run it again", ctx.run_dir)
-        ctx.close()
-        return json.loads(done.read_text())
+    if (done := ctx.finished_results()) is not None:
+        return done
     bundle = load_cfg_clip(cfg, device)
     bundle.model.to(device)
     results = _results_base(cfg, ds, bundle, ctx.inputs)

@@ -63,6 +63,10 @@ def test_resume_mid_run_reproduces_the_uninterrupted_run(cfg_factory, tmp_path):
     sb = torch.load(sorted((tmp_path / "runs/latent_mim/cut/checkpoints").glob("step_*.pt"))[-1], weights_only=False)
     for k, v in sa["model"].items():
         assert torch.equal(v, sb["model"][k]), k  # online, target (EMA) and decoder weights identical
+    # the same command again: reported complete, nothing evaluated or logged twice
+    lines = (tmp_path / "runs/latent_mim/cut/metrics.jsonl").read_text()
+    assert main(cfg_factory("run.name=cut", *FAST_EVAL)) == resumed
+    assert (tmp_path / "runs/latent_mim/cut/metrics.jsonl").read_text() == lines
 
 
 @pytest.mark.timeout(60)

@@ -28,6 +28,10 @@ def test_kill_and_resume_trains_on_exactly_the_same_batches(fmnist_root, tmp_pat
     assert res["fashion_mnist/knn_top1"] == ref["fashion_mnist/knn_top1"]
     hist = [json.loads(x) for x in (tmp_path / "minred" / "straight" / "buffer_histogram.jsonl").read_text().splitlines()]
     assert all(sum(h["hist"]) == 12 for h in hist)  # the buffer is full whenever a batch is drawn
+    # the same command again: reported complete, nothing evaluated or logged twice
+    lines = (tmp_path / "minred" / "split" / "metrics.jsonl").read_text()
+    assert train_mod.main(tiny_cfg(fmnist_root, tmp_path, "run.name=split", *SMALL)) == res
+    assert (tmp_path / "minred" / "split" / "metrics.jsonl").read_text() == lines
 
 
 def test_config_errors(fmnist_root, tmp_path):
