@@ -11,6 +11,7 @@ Every checkpoint a run writes records its project (``state["project"]``); ``chec
 """
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import os
@@ -61,7 +62,14 @@ def _new_file_mode(path: Path) -> int:
         return 0o666 & ~_umask()
 
 
-def _atomic_write(path: str | os.PathLike, write_fn) -> None:
+class DiskFullError(OSError):
+    """A save that ran out of space (ENOSPC, EDQUOT) or hit the file-size limit (EFBIG)."""
+
+
+_DISK_FULL = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def _atomic_write(path: str | os.PathLike, write_fn, size: int | None = None) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -72,9 +80,15 @@ def _atomic_write(path: str | os.PathLike, write_fn) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno in _DISK_FULL:
+            kept = f"the previous {path.name} is kept" if path.exists() else f"nothing was written at {path.name}"
+            raise DiskFullError(e.errno, f"could not write {path}" + (f" ({size / 1e6:.1f} MB)" if size else "")
+                                + f": {os.strerror(e.errno)}; {kept} (its partial copy was removed). Free space "
+                                "on that disk (or keep fewer checkpoints: run.keep_checkpoints) and run the "
+                                "same command again to resume") from e
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
@@ -84,13 +98,14 @@ def _atomic_write(path: str | os.PathLike, write_fn) -> None:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    _atomic_write(path, lambda f: f.write(text.encode()))
+    data = text.encode()
+    _atomic_write(path, lambda f: f.write(data), len(data))
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
-    _atomic_write(path, lambda f: f.write(buf.getbuffer()))
+    _atomic_write(path, lambda f: f.write(buf.getbuffer()), buf.getbuffer().nbytes)
 
 
 def remove_stale_temps(*folders: str | os.PathLike) -> list[Path]:

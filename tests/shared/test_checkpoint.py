@@ -22,11 +22,11 @@ def test_crash_during_save_keeps_previous(tmp_path, monkeypatch):
 
     real = ck._atomic_write
 
-    def crashing(path, write_fn):
+    def crashing(path, write_fn, size=None):
         def half(f):
             f.write(b"partial bytes")
             raise KeyboardInterrupt("killed mid-write")
-        return real(path, half)
+        return real(path, half, size)
 
     monkeypatch.setattr(ck, "_atomic_write", crashing)
     with pytest.raises(KeyboardInterrupt):
@@ -35,6 +35,36 @@ def test_crash_during_save_keeps_previous(tmp_path, monkeypatch):
     assert m.load_latest()["step"] == 1
     assert not [p for p in m.dir.iterdir() if p.suffix == ".tmp"]  # temp file cleaned up
     assert not (m.dir / "step_000000002.pt").exists()
+
+
+@pytest.mark.parametrize("err", ["ENOSPC", "EFBIG"])
+def test_a_full_disk_during_a_save_names_the_path_and_size_and_keeps_the_previous(tmp_path, monkeypatch, err):
+    import errno
+
+    m = CheckpointManager(tmp_path, keep=3)
+    m.save({"step": 1, "w": torch.zeros(1000)}, 1)
+    real_fsync = os.fsync
+
+    def full(fd):
+        raise OSError(getattr(errno, err), os.strerror(getattr(errno, err)))
+
+    monkeypatch.setattr(ck.os, "fsync", full)
+    with pytest.raises(ck.DiskFullError) as e:
+        m.save({"step": 2, "w": torch.zeros(250_000)}, 2)
+    monkeypatch.setattr(ck.os, "fsync", real_fsync)
+    msg = str(e.value)
+    assert "step_000000002.pt" in msg and "(1.0 MB)" in msg and "nothing was written" in msg
+    assert os.strerror(getattr(errno, err)) in msg and e.value.errno == getattr(errno, err)
+    assert m.load_latest()["step"] == 1  # the previous checkpoint stays the latest
+    assert not [p for p in m.dir.iterdir() if p.name.endswith(".tmp")]
+    # replacing an existing file: the old one is kept
+    target = tmp_path / "results.json"
+    ck.atomic_write_text(target, "old")
+    monkeypatch.setattr(ck.os, "fsync", full)
+    with pytest.raises(ck.DiskFullError, match="the previous results.json is kept"):
+        ck.atomic_write_text(target, "new")
+    monkeypatch.setattr(ck.os, "fsync", real_fsync)
+    assert target.read_text() == "old"
 
 
 def test_corrupt_latest_falls_back(tmp_path):

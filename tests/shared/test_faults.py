@@ -137,7 +137,7 @@ def _install(fault):
         phase, real = fault[2], ck._atomic_write
         saving = {"now": False}
 
-        def atomic_write(path, write_fn):
+        def atomic_write(path, write_fn, size=None):
             path = Path(path)
             if path.name == f"step_{n:09d}.pt":
                 saving["now"] = True
@@ -153,10 +153,10 @@ def _install(fault):
                         f.flush()
                         os.fsync(f.fileno())
                         _die()
-                    return real(path, killed)
+                    return real(path, killed, size)
             if path.name == "last.txt" and saving["now"] and phase == "pointer":
                 _die()
-            return real(path, write_fn)
+            return real(path, write_fn, size)
         ck._atomic_write = atomic_write
     elif kind == "log":
         real_log = MetricLogger.log
