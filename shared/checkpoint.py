@@ -318,10 +318,10 @@ def _torch_load(path: Path) -> Any:
         raise CheckpointError(f"{path} cannot be read as PyTorch weights ({type(e).__name__}: {e})") from e
 
 
-def load_weights(path: str | os.PathLike, key: str | None = None, project: str | None = None) -> dict:
-    """A state dict from a local file: a raw state dict, a checkpoint holding one under ``key`` (or
-    'model' / 'state_dict'), a whole pickled ``nn.Module``, or a ``.safetensors`` file. With ``project``,
-    a checkpoint another project wrote is refused in one line. Errors name the file and say what it holds."""
+def read_checkpoint(path: str | os.PathLike, project: str | None = None) -> Any:
+    """What a local weights or checkpoint file holds (``.safetensors`` included), read weights-only where
+    the file allows; with ``project``, a checkpoint another project wrote is refused in one line.
+    Errors name the file and say what it holds."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}" + (" (it is a folder)" if path.is_dir() else ""))
@@ -335,6 +335,12 @@ def load_weights(path: str | os.PathLike, key: str | None = None, project: str |
     else:
         obj = _torch_load(path)
     check_project(obj, project, path)
+    return obj
+
+
+def state_dict_of(obj: Any, path: str | os.PathLike, key: str | None = None) -> dict:
+    """The state dict in what ``read_checkpoint`` returned: the object itself, its ``key`` (or 'model' /
+    'state_dict') entry, or a whole pickled ``nn.Module``'s; DDP's ``module.`` prefix stripped."""
     if isinstance(obj, torch.nn.Module):
         log.info("%s holds a whole %s; using its state_dict()", path, type(obj).__name__)
         obj = obj.state_dict()
@@ -347,6 +353,13 @@ def load_weights(path: str | os.PathLike, key: str | None = None, project: str |
     if not _is_state_dict(obj):
         raise CheckpointError(f"{path} holds {_describe(obj)}, not a state dict (names -> tensors)")
     return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def load_weights(path: str | os.PathLike, key: str | None = None, project: str | None = None) -> dict:
+    """A state dict from a local file: a raw state dict, a checkpoint holding one under ``key`` (or
+    'model' / 'state_dict'), a whole pickled ``nn.Module``, or a ``.safetensors`` file. With ``project``,
+    a checkpoint another project wrote is refused in one line. Errors name the file and say what it holds."""
+    return state_dict_of(read_checkpoint(path, project), Path(path).expanduser(), key)
 
 
 def _is_state_dict(obj: Any) -> bool:

@@ -42,7 +42,7 @@ from torch.utils.data import DataLoader
 
 from shared.amp import autocast
 from shared.benchmark import time_fn
-from shared.checkpoint import load_weights
+from shared.checkpoint import read_checkpoint, state_dict_of
 from shared.config import load_config, load_yaml
 from shared.data.robust import collate_skipping_bad
 from shared.data.sampling import sample_seed
@@ -242,9 +242,9 @@ def main(argv=None) -> dict:
     model = build_model(cfg).to(device)
     progress = 0
     if a.checkpoint:
-        state = torch.load(a.checkpoint, map_location="cpu", weights_only=False)
-        model.load_state_dict(state["model"] if "model" in state else load_weights(a.checkpoint))
-        progress = state.get("step", 0)
+        state = read_checkpoint(a.checkpoint, project="accel_ssl")
+        model.load_state_dict(state_dict_of(state, a.checkpoint, key="model"))
+        progress = state.get("step", 0) if isinstance(state, dict) else 0
     b = a.batch_size or cfg.optim.batch_size
     settings = resolve(load_yaml(a.settings) if a.settings else DEFAULT_SETTINGS, cfg.model.patch_size)
     Schedule([(1.0, s) for s in settings]).validate(view_sizes(cfg), cfg.model.patch_size)

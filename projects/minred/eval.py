@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from shared.checkpoint import load_weights
 from shared.config import load_config
 from shared.run import run_dir_of
 from projects.minred.probes import continual_metrics, evaluate_backbone
@@ -72,7 +73,7 @@ def main(argv=None) -> dict:
     acc = []
     for frac in e.continual_points:
         model = build_model(load_config(a.config, [*a.overrides, "model.pretrained=null"]))
-        model.load_state_dict(torch.load(snapshot_at(run_dir, frac), map_location="cpu")["state_dict"])
+        model.load_state_dict(load_weights(snapshot_at(run_dir, frac), key="state_dict"))
         res = evaluate_backbone(model.to(device), cfg, device, sets, keep_predictions=True)
         labels = sets[e.continual_set][1].labels
         acc.append(per_split_accuracy(res[f"{e.continual_set}/_predictions"].cpu(), labels, split_of, n_splits))

@@ -54,7 +54,7 @@ def load_for_eval(cfg, model) -> str:
             raise FileNotFoundError(f"no checkpoint in {run_dir_of(cfg) / 'checkpoints'}; train first")
     else:
         path = which
-    model.load_state_dict(load_weights(path, key="model"))
+    model.load_state_dict(load_weights(path, key="model", project="oneavm"))
     return str(path)
 
 
