@@ -50,18 +50,23 @@ pytest = $(PY) -m pytest $(1); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no 
 # multi-process ones (dist); the markers are registered in pyproject.toml. `make test` runs them all.
 FAST := -m 'not e2e and not slow and not dist'
 
-.PHONY: setup test test-fast test-claims lint report clean-venv
+.PHONY: setup test test-fast test-claims lint report lock clean-venv
 .SECONDARY:
 
 # the Debian data packages the demos and tests read (shared/data/debian_packages.py: installed with
 # apt-get where it can, as root or through password-less sudo; otherwise it prints the install line
 # and the tests that need them skip)
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) shared/data/debian_packages.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -r requirements.txt
+	$(PY) -m pip install -r requirements.txt -r requirements-dev.txt
 	touch $@
+
+# requirements.lock: every package of the environment at its resolved version (CI writes it; commit it
+# when it changes, so a run can be repeated with `pip install -r requirements.lock`)
+lock: $(STAMP)
+	$(PY) -m pip freeze --exclude-editable | sort > requirements.lock
 
 setup: $(STAMP)
 	@$(PYTHON) shared/data/debian_packages.py
