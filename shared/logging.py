@@ -1,5 +1,6 @@
 """Rank-0 logging: TensorBoard under ``<run>/tb``, one JSON object per line in ``metrics.jsonl``,
-and tqdm progress bars with rate and ETA."""
+tqdm progress bars on a terminal, and ``Progress`` (rate and ETA of a run's work) with the plain line a
+log file gets instead of a bar."""
 from __future__ import annotations
 
 import json
@@ -9,7 +10,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from tqdm.auto import tqdm
 
@@ -129,11 +130,135 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
     return records
 
 
+def stderr_is_tty() -> bool:
+    """Is stderr a terminal (a bar redraws in place) rather than a file, as in a cluster job?"""
+    isatty = getattr(sys.stderr, "isatty", None)
+    return bool(isatty and isatty())
+
+
 def progress(iterable: Iterable | None = None, total: int | None = None, desc: str = "", initial: int = 0, **kw):
     """A tqdm bar (rate and ETA) on rank 0, silent elsewhere; in CI/non-TTY output it updates sparsely."""
-    interactive = sys.stderr.isatty()
+    interactive = stderr_is_tty()
     return tqdm(iterable, total=total, desc=desc, initial=initial, disable=not dist.is_main(),
                 mininterval=0.5 if interactive else 30.0, dynamic_ncols=True, leave=False, **kw)
+
+
+class Progress:
+    """Work done out of ``total`` (steps, images, or a run's phases weighted by their cost), its rate and
+    the ETA, timed by ``clock`` (seconds; the loop passes its training clock, which stops while evaluating).
+
+    Only work done since ``start`` sets the rate: work found done (the steps a resumed run had made, a phase
+    finished by an earlier job) is ``skip``ped, else the ETA would count it as done in no time."""
+
+    def __init__(self, total: float, clock: Callable[[], float] = time.perf_counter):
+        if not total > 0:
+            raise ValueError(f"Progress needs a positive total, got {total}")
+        self.total, self.clock = float(total), clock
+        self.done = self._skipped = 0.0
+        self._t0: float | None = None
+
+    def start(self) -> None:
+        if self._t0 is None:
+            self._t0 = self.clock()
+
+    def advance(self, units: float = 1.0) -> None:
+        self.done = min(self.total, self.done + units)
+
+    def skip(self, units: float) -> None:
+        units = max(0.0, min(units, self.total - self.done))
+        self.done += units
+        self._skipped += units
+
+    def finish(self) -> None:
+        self.advance(self.total - self.done)
+
+    @property
+    def fraction(self) -> float:
+        return self.done / self.total
+
+    def elapsed(self) -> float:
+        """Clock seconds since ``start``."""
+        return 0.0 if self._t0 is None else self.clock() - self._t0
+
+    def rate(self) -> float | None:
+        """Units per second of clock time since ``start`` (None before any timed work)."""
+        measured, elapsed = self.done - self._skipped, self.elapsed()
+        return measured / elapsed if measured > 0 and elapsed > 0 else None
+
+    def eta(self) -> float | None:
+        """Seconds of clock time left at the rate so far: 0 when done, None while unknown."""
+        if self.done >= self.total * (1 - 1e-9):  # parts' shares add up to the total but for rounding
+            return 0.0
+        rate = self.rate()
+        return (self.total - self.done) / rate if rate else None
+
+    def part(self, cost: float, units: float) -> "ProgressPart":
+        """A phase of this run worth ``cost`` of its total, counted in the phase's own ``units``."""
+        return ProgressPart(self, cost, units)
+
+
+class ProgressPart:
+    """One phase's share of a run's ``Progress``: it counts the phase's own units (steps, images) and
+    reports the whole run's fraction and ETA, so the ETA runs on across phases instead of restarting."""
+
+    def __init__(self, run: Progress, cost: float, units: float):
+        self.run, self.cost, self.units = run, float(cost), float(units)
+        self.done = self._given = 0.0
+
+    def start(self) -> None:
+        self.run.start()
+
+    def advance(self, units: float = 1.0) -> None:
+        self.run.advance(self._take(units))
+
+    def skip(self, units: float) -> None:
+        self.run.skip(self._take(units))
+
+    def finish(self) -> None:
+        """Hand on the whole share (a phase may end below its estimate: skipped batches, fewer images)."""
+        self.done = self.units
+        rest, self._given = self.cost - self._given, self.cost
+        self.run.advance(rest)
+
+    def _take(self, units: float) -> float:
+        units = max(0.0, min(units, self.units - self.done))
+        self.done += units
+        if self.done >= self.units:
+            share = self.cost - self._given  # exactly the rest: no rounding left over
+        else:
+            share = min(self.cost * units / self.units, self.cost - self._given)
+        self._given += share
+        return share
+
+    @property
+    def fraction(self) -> float:
+        return self.run.fraction
+
+    def eta(self) -> float | None:
+        return self.run.eta()
+
+
+def duration(seconds: float | None) -> str:
+    """``42s``, ``18m35s``, ``3h07m``, ``2d04h``; ``?`` when unknown."""
+    if seconds is None or not math.isfinite(seconds):
+        return "?"
+    s = max(0, round(seconds))
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s < 86400 else f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def progress_line(count: str, done: int, total: int, rate: float | None, unit: str, eta: float | None,
+                  clock: str, seconds: float, run_fraction: float | None = None) -> str:
+    """The plain line a log file gets instead of a bar, e.g.
+    ``step 1200/5000 (24.0 %) | 3.41 steps/s | eta 18m35s | train 5m52s``; ``run_fraction`` (the whole
+    run's, when the ETA is the run's rather than this count's) adds ``run 35.2 %``."""
+    fields = [f"{count} {done}/{total} ({100 * done / max(total, 1):.1f} %)",
+              f"{'?' if rate is None else f'{rate:.3g}' if rate < 1000 else f'{rate:.0f}'} {unit}/s"]
+    if run_fraction is not None:
+        fields.append(f"run {100 * run_fraction:.1f} %")
+    fields += [f"eta {duration(eta)}", f"{clock} {duration(seconds)}"]
+    return " | ".join(fields)
 
 
 def _after_existing_event_files(tb_dir: Path) -> None:

@@ -3,7 +3,8 @@
 A project keeps its own ``main`` and ``train_step``; the loop holds what every run needs around
 them: what to save and restore, where the run is (step, epoch, position in the epoch), when to
 log / evaluate / checkpoint, a clock of training time that excludes evaluation and checkpoints,
-one progress bar for the whole run, the non-finite-loss guard, bad-sample accounting and logging.
+progress for the whole run (a tqdm bar on a terminal; off a terminal, as in a cluster job, a plain line
+in log.txt every ``log_every`` steps), the non-finite-loss guard, bad-sample accounting and logging.
 
     ctx = start_run(cfg)
     loop = Loop(ctx, steps_per_epoch=len(loader), epochs=cfg.optim.epochs)
@@ -22,7 +23,10 @@ one progress bar for the whole run, the non-finite-loss guard, bad-sample accoun
     loop.finish()
 
 Cadence keys read from ``cfg.train``: ``log_every`` (steps), ``ckpt_every_steps`` (0: off) and
-``ckpt_every_epochs`` (default 1); the last step always logs and checkpoints.
+``ckpt_every_epochs`` (default 1); the last step always logs and checkpoints. At every log step the
+loop logs ``perf/steps_per_s`` (over the last interval) and ``perf/eta_s`` (steps left at this process's
+rate on the training clock); a pipeline of several phases passes ``work=run_progress.part(...)`` so
+that its loops report one ETA for the whole run.
 """
 from __future__ import annotations
 
@@ -36,7 +40,7 @@ import torch
 from shared import dist
 from shared.checkpoint import rng_state, set_rng_state
 from shared.data.robust import BadSampleMonitor
-from shared.logging import progress
+from shared.logging import Progress, ProgressPart, progress, progress_line, stderr_is_tty
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +87,7 @@ class Clock:
 
 class Loop:
     def __init__(self, ctx, steps_per_epoch: int, epochs: int | None = None, max_steps: int | None = None,
-                 samples_per_step: int | None = None, desc: str | None = None):
+                 samples_per_step: int | None = None, desc: str | None = None, work: ProgressPart | None = None):
         if steps_per_epoch <= 0:
             raise ValueError(f"steps_per_epoch must be positive, got {steps_per_epoch}")
         if epochs is None and max_steps is None:
@@ -110,6 +114,9 @@ class Loop:
         self.resumed = False
         self._desc = desc or f"{self.cfg.run.project} {self.cfg.run.name}"
         self._bar = None
+        self._run_wide = work is not None  # the ETA is a whole pipeline's, not this loop's
+        self.work = work if work is not None else Progress(self.total_steps, clock=self.clock.read)
+        self._started = self._plain = False
         self._last_saved = -1
         self._rate_t0, self._rate_step = None, 0
         self._logged_time = 0.0
@@ -160,6 +167,7 @@ class Loop:
             self.load_state_dict(state)
             self.resumed = True
             self._last_saved = self.step
+            self.work.skip(self.step)  # done by an earlier process: not timed here
             log.info("resumed at step %d (epoch %d, position %d), %.1f s of training so far",
                      self.step, self.epoch, self.pos, self.clock.total)
         self.logger = self.ctx.open_logger(self.step)
@@ -197,8 +205,8 @@ class Loop:
             return
         if self.pos == 0:
             self.bad.reset()
-        if self._bar is None:
-            self._bar = progress(total=self.total_steps, initial=self.step, desc=self._desc)
+        if not self._started:
+            self._start_progress()
         self.clock.start()
         self._rate_t0, self._rate_step = time.perf_counter(), self.step
         start_epoch = self.epoch
@@ -222,6 +230,13 @@ class Loop:
                 break
         self.clock.stop()
 
+    def _start_progress(self) -> None:
+        self._started = True
+        self.work.start()
+        self._plain = not stderr_is_tty()
+        if not self._plain:
+            self._bar = progress(total=self.total_steps, initial=self.step, desc=self._desc)
+
     def _fewest_on_any_rank(self, n: int) -> int:
         if not dist.is_dist():
             return n
@@ -243,6 +258,9 @@ class Loop:
         self._advance_position()
         if loss is not None:
             self.guard.update(loss, self.step)
+        self.work.advance(1)
+        if self.done:
+            self.work.finish()  # an epoch shortened by skipped batches still ends the work
         if self._bar is not None:
             self._bar.update(1)
         if self.done or itstime(self.step, self.log_every):
@@ -262,7 +280,19 @@ class Loop:
             self._rate_t0, self._rate_step = now, self.step
             out["train/epoch"] = self.step / self.steps_per_epoch
             out["budget/train_time_s"] = self._logged_time = self.clock.read()
+            eta = self.work.eta()
+            if eta is not None:
+                out["perf/eta_s"] = eta
             self.log(out)
+            if self._plain:
+                log.info("%s", self._progress_line(out))
+
+    def _progress_line(self, out: dict) -> str:
+        line = progress_line("step", self.step, self.total_steps, out.get("perf/steps_per_s"), "steps",
+                             out.get("perf/eta_s"), "train", out["budget/train_time_s"],
+                             run_fraction=self.work.fraction if self._run_wide else None)
+        loss = f" | loss {out['train/loss']:.4g}" if "train/loss" in out else ""
+        return f"{self._desc}: {line}{loss}"
 
     def log(self, metrics: dict, step: int | None = None) -> None:
         if self.logger is None:
@@ -304,6 +334,7 @@ class Loop:
             self.log({"budget/train_time_s": self.clock.read()})  # the final figure (none on a re-run)
         if self.step != self._last_saved and self.step > 0:
             self.save()
+        self.work.finish()
         if self._bar is not None:
             self._bar.close()
             self._bar = None

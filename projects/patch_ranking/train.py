@@ -13,7 +13,8 @@
     python -m projects.patch_ranking.train --config ... --cluster slurm --partition gpu --gpus-per-node 1
 
 The trained phases run on ``shared.loop.Loop`` (sub-folders ``predictor/`` and ``prompts/`` of the run
-hold their checkpoints; a killed run resumes mid-epoch).
+hold their checkpoints; a killed run resumes mid-epoch). One ETA runs across the phases: each is a share
+of a ``shared.logging.Progress`` weighted by its estimated cost (``phase_work``).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import json
 import logging
 import math
 import sys
+import time
 
 import torch
 import torch.nn as nn
@@ -31,14 +33,14 @@ from shared.amp import autocast
 from shared.checkpoint import CheckpointManager, atomic_torch_save, atomic_write_text
 from shared.clip.datasets import ImageListDataset
 from shared.data.sampling import ResumableSampler
-from shared.logging import progress
+from shared.logging import Progress, ProgressPart, progress, progress_line, stderr_is_tty
 from shared.loop import Loop
 from shared.run import RunContext, start_run
 from projects.patch_ranking.data import build_dataset, few_shot, loader, subset, test_transform, train_transform
 from projects.patch_ranking.golden import GoldenConfig
 from projects.patch_ranking.model import PrunedCLIP, build_model
 from projects.patch_ranking.predictor import MixerPredictor, ranking_kl_loss, top_overlap
-from projects.patch_ranking.pruning import embed, run_blocks
+from projects.patch_ranking.pruning import depth, embed, grid_size, run_blocks
 from projects.patch_ranking.rankings import Rankings, image_id, load_rankings, new_rankings, rank_items
 
 log = logging.getLogger(__name__)
@@ -61,13 +63,41 @@ def rankings_path(ctx: RunContext, ds, split: str):
     return ctx.run_dir / "rankings" / f"{ds.name}_{split}.json"
 
 
+def phase_work(cfg, ds, model: PrunedCLIP, phases: list[str]) -> dict[str, float]:
+    """Each phase's rough cost in image-block forwards, the weights of one ETA across the phases: the golden
+    search scores every block at each step through the blocks after the pruning layer, an eval row is a pass
+    over the test split, a prompt step runs the batch and every class prompt forward and back (x3)."""
+    g, e, pc, seed = cfg.golden, cfg.eval, cfg.prompts, int(cfg.run.seed)
+    d, layer, (gh, gw) = depth(model.clip.visual), model.layer, grid_size(model.clip.visual)
+    blocks = math.ceil(gh / int(g.block_size)) * math.ceil(gw / int(g.block_size))
+    ranked = len(subset(ds.train, int(g.train_images), seed)) + len(subset(ds.test, int(g.test_images), seed))
+    shots = min(int(pc.shots) * ds.num_classes, len(ds.train))
+    prompt_steps = int(pc.epochs) * math.ceil(shots / int(pc.batch_size))
+    work = {"rank": ranked * (layer + int(g.steps) * blocks * (d - layer)),
+            "predictor": ranked * (layer + int(cfg.predictor.epochs)),
+            "eval": len(e.keep_ratios) * len(e.methods) * len(ds.test) * d,
+            "prompts": 3 * d * prompt_steps * (int(pc.batch_size) + ds.num_classes),
+            "eval_tokens": 2 * len(e.keep_ratios) * len(ds.test) * d}
+    wanted = set(phases) | ({"eval_tokens"} if {"prompts", "eval"} <= set(phases) else set())
+    return {p: float(w) for p, w in work.items() if p in wanted}
+
+
+def log_progress(what: str, part: ProgressPart, rate: float, unit: str) -> None:
+    """Off a terminal (a cluster job's log), a plain line where a phase without a loop makes progress."""
+    if not stderr_is_tty():
+        log.info("%s: %s", what, progress_line(unit, int(part.done), int(part.units), rate, unit, part.eta(),
+                                                "elapsed", part.run.elapsed(), run_fraction=part.fraction))
+
+
 # ---- Phase I -------------------------------------------------------------------------------------
 
-def phase_rank(ctx: RunContext, cfg, ds, model: PrunedCLIP) -> dict[str, Rankings]:
+def phase_rank(ctx: RunContext, cfg, ds, model: PrunedCLIP, work: Progress, cost: float) -> dict[str, Rankings]:
     gcfg = golden_config(cfg, model)
     out = {}
-    for split, n in (("train", cfg.golden.train_images), ("test", cfg.golden.test_images)):
-        items = subset(ds.split(split), int(n), int(cfg.run.seed))
+    splits = {split: subset(ds.split(split), int(n), int(cfg.run.seed))
+              for split, n in (("train", cfg.golden.train_images), ("test", cfg.golden.test_images))}
+    part = work.part(cost, sum(map(len, splits.values())))
+    for split, items in splits.items():
         if not items:
             continue
         path = rankings_path(ctx, ds, split)
@@ -76,15 +106,22 @@ def phase_rank(ctx: RunContext, cfg, ds, model: PrunedCLIP) -> dict[str, Ranking
         if r.meta["golden"] != gcfg.to_dict():
             raise ValueError(f"{path} was made with golden settings {r.meta['golden']}, the config asks for "
                              f"{gcfg.to_dict()}; delete it or use another run name")
+        part.skip(sum(image_id(d.impath, ds.root) in r.images for d in items))
         chunk = max(1, int(cfg.golden.batch_size)) * 20
         for i in range(0, len(items), chunk):  # saved every chunk: a restarted job continues
+            before, t0 = len(r.images), time.perf_counter()
             rank_items(model.clip, items[i:i + chunk], ds.root, test_transform(model.image_size), gcfg, r,
                        classifier=model.classifier, batch_size=int(cfg.golden.batch_size),
                        num_workers=int(cfg.data.num_workers), device=ctx.device,
                        desc=f"golden {split} {i // chunk + 1}/{math.ceil(len(items) / chunk)}")
             if dist.is_main():
                 r.save(path)
+            if len(r.images) > before:
+                part.advance(len(r.images) - before)
+                rate = (len(r.images) - before) / max(time.perf_counter() - t0, 1e-9)
+                log_progress(f"golden {split}", part, rate, "images")
         out[split] = r
+    part.finish()
     return out
 
 
@@ -131,7 +168,8 @@ def overlap_on(predictor: MixerPredictor, feats: torch.Tensor, orders: torch.Ten
     return float(top_overlap(s, orders, n).mean())
 
 
-def phase_predictor(ctx: RunContext, cfg, ds, model: PrunedCLIP, rankings: dict[str, Rankings]) -> dict:
+def phase_predictor(ctx: RunContext, cfg, ds, model: PrunedCLIP, rankings: dict[str, Rankings], work: Progress,
+                    cost: float) -> dict:
     p, device = cfg.predictor, ctx.device
     if "train" not in rankings:
         raise ValueError("the predictor needs golden rankings of train images (golden.train_images != 0)")
@@ -146,8 +184,9 @@ def phase_predictor(ctx: RunContext, cfg, ds, model: PrunedCLIP, rankings: dict[
     sub = sub_context(ctx, "predictor")
     pred = model.predictor
     bs = int(p.batch_size)
-    loop = Loop(sub, steps_per_epoch=math.ceil(len(feats) / bs), epochs=int(p.epochs), samples_per_step=bs,
-                desc="predictor")
+    steps = math.ceil(len(feats) / bs)
+    loop = Loop(sub, steps_per_epoch=steps, epochs=int(p.epochs), samples_per_step=bs, desc="predictor",
+                work=work.part(cost, steps * int(p.epochs)))
     opt = torch.optim.Adam(pred.parameters(), lr=float(p.lr), weight_decay=float(p.weight_decay))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=int(p.epochs), eta_min=float(p.min_lr))
     loop.register(predictor=pred, optimizer=opt, scheduler=sched)
@@ -203,7 +242,7 @@ def prompt_parameters(model: PrunedCLIP) -> list[nn.Parameter]:
     return list(model.visual_prompts.parameters()) + list(model.text_prompts.parameters())
 
 
-def phase_prompts(ctx: RunContext, cfg, ds, model: PrunedCLIP) -> dict:
+def phase_prompts(ctx: RunContext, cfg, ds, model: PrunedCLIP, work: Progress, cost: float) -> dict:
     pc, device = cfg.prompts, ctx.device
     model.add_prompts(int(pc.n_vis), int(pc.n_txt), int(pc.depth_vis), int(pc.depth_txt), str(pc.ctx_init))
     model.set_method(pc.method)
@@ -212,8 +251,9 @@ def phase_prompts(ctx: RunContext, cfg, ds, model: PrunedCLIP) -> dict:
     sub = sub_context(ctx, "prompts")
     params = prompt_parameters(model)
     opt = torch.optim.SGD(params, lr=float(pc.lr), momentum=float(pc.momentum), weight_decay=float(pc.weight_decay))
-    loop = Loop(sub, steps_per_epoch=math.ceil(len(items) / bs), epochs=int(pc.epochs), samples_per_step=bs,
-                desc="learnable tokens")
+    steps = math.ceil(len(items) / bs)
+    loop = Loop(sub, steps_per_epoch=steps, epochs=int(pc.epochs), samples_per_step=bs, desc="learnable tokens",
+                work=work.part(cost, steps * int(pc.epochs)))
     loop.register(visual_prompts=model.visual_prompts, text_prompts=model.text_prompts, optimizer=opt)
     loop.resume()
     sampler = ResumableSampler(len(items), seed=int(cfg.run.seed), shuffle=True)
@@ -266,9 +306,12 @@ def main(cfg) -> dict:
     results = {"config": cfg.run.name, "dataset": ds.name, "arch": model.bundle_name, "weights": model.bundle_source,
                "stages": model.stages, "num_patches": model.n, "classes": ds.num_classes,
                "paper": cfg.paper.to_dict() if hasattr(cfg.paper, "to_dict") else dict(cfg.paper)}
+    costs = phase_work(cfg, ds, model, phases)
+    work = Progress(max(sum(costs.values()), 1.0))  # wall clock: evaluation is part of the pipeline's time
+    work.start()
     rankings = {}
     if "rank" in phases:
-        rankings = phase_rank(ctx, cfg, ds, model)
+        rankings = phase_rank(ctx, cfg, ds, model, work, costs["rank"])
         results["golden"] = {**golden_config(cfg, model).to_dict(),
                              **{f"{s}_images": len(r.images) for s, r in rankings.items()}}
     else:
@@ -281,14 +324,16 @@ def main(cfg) -> dict:
         if done.is_file() and (ctx.run_dir / "predictor.pt").is_file():
             model.predictor.load_state_dict(torch.load(ctx.run_dir / "predictor.pt", map_location=device))
             results["predictor"] = json.loads(done.read_text())
+            work.skip(costs["predictor"])
         else:
-            results["predictor"] = phase_predictor(ctx, cfg, ds, model, rankings)
+            results["predictor"] = phase_predictor(ctx, cfg, ds, model, rankings, work, costs["predictor"])
     elif (ctx.run_dir / "predictor.pt").is_file() and not cfg.predictor.checkpoint:
         model.predictor.load_state_dict(torch.load(ctx.run_dir / "predictor.pt", map_location=device))
     if "eval" in phases:
         results["eval"] = evaluate(model, ds, cfg, device, rankings.get("test"), prompts=False)
+        work.advance(costs["eval"])
     if "prompts" in phases:
-        results["prompts"] = phase_prompts(ctx, cfg, ds, model)
+        results["prompts"] = phase_prompts(ctx, cfg, ds, model, work, costs["prompts"])
         if "eval" in phases:
             results["eval"] += evaluate(model, ds, cfg, device, None, prompts=True)
     ctx.write_results(results)
