@@ -50,6 +50,30 @@ def _parse_lines(path: Path) -> tuple[list[dict], list[str], list[int]]:
     return records, raw, bad
 
 
+def purge_jsonl(path: str | os.PathLike, purge_step: int | None) -> None:
+    """A JSON-lines log of a run (metrics.jsonl, or a project's per-step side log), read as one run after
+    a resume: lines of steps after ``purge_step`` go (those at it were written before its checkpoint), 0
+    (a run starting from scratch) drops every line, ``None`` keeps them; torn lines (a kill mid-write) are
+    dropped with a warning. Records carry their step under ``"step"``. Call it on rank 0."""
+    path = Path(path)
+    if not path.exists():
+        return
+    from shared.checkpoint import atomic_write_text
+
+    records, raw, bad = _parse_lines(path)
+    if bad:
+        log.warning("%s: dropped %d line(s) that do not parse (line %s), written by a process killed "
+                    "mid-write", path, len(bad), ", ".join(map(str, bad[:5])))
+    if purge_step is not None:
+        keep = [r.get("step", 0) <= purge_step if purge_step > 0 else False for r in records]
+        if not all(keep):
+            log.info("%s: dropped %d line(s) logged after step %d by a run that did not checkpoint them",
+                     path, keep.count(False), purge_step)
+        raw = [line for line, k in zip(raw, keep) if k]
+    if bad or purge_step is not None:
+        atomic_write_text(path, "".join(line + "\n" for line in raw))
+
+
 class MetricLogger:
     """Writes scalars to TensorBoard and ``metrics.jsonl`` on rank 0; a no-op elsewhere.
 
@@ -68,21 +92,7 @@ class MetricLogger:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.jsonl = self.run_dir / "metrics.jsonl"
-        if self.jsonl.exists():
-            from shared.checkpoint import atomic_write_text
-
-            records, raw, bad = _parse_lines(self.jsonl)
-            if bad:
-                log.warning("%s: dropped %d line(s) that do not parse (line %s), written by a process killed "
-                            "mid-write", self.jsonl, len(bad), ", ".join(map(str, bad[:5])))
-            if purge_step is not None:
-                keep = [r.get("step", 0) <= purge_step if purge_step > 0 else False for r in records]
-                if not all(keep):
-                    log.info("%s: dropped %d line(s) logged after step %d by a run that did not checkpoint them",
-                             self.jsonl, keep.count(False), purge_step)
-                raw = [line for line, k in zip(raw, keep) if k]
-            if bad or purge_step is not None:
-                atomic_write_text(self.jsonl, "".join(line + "\n" for line in raw))
+        purge_jsonl(self.jsonl, purge_step)
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 

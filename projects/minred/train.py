@@ -27,6 +27,7 @@ from shared.amp import autocast
 from shared.checkpoint import atomic_torch_save, load_weights
 from shared.data.robust import collate_skipping_bad
 from shared.loop import Loop
+from shared.logging import purge_jsonl
 from shared.run import start_run
 from projects.minred import data as data_mod
 from projects.minred.buffer import build_buffer
@@ -117,6 +118,8 @@ def main(cfg) -> dict:
     o = cfg.optim
     snap_every = max(1, math.ceil(cfg.train.snapshot_every * total)) if cfg.train.snapshot_every else 0
     hist_path = ctx.run_dir / "buffer_histogram.jsonl"
+    if dist.is_main():  # what a killed run recorded after its last checkpoint goes, as in metrics.jsonl
+        purge_jsonl(hist_path, loop.step)
     num_classes = int(labels.max()) + 1 if labels is not None else 0
 
     net.train()

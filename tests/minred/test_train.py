@@ -23,8 +23,13 @@ def test_kill_and_resume_trains_on_exactly_the_same_batches(fmnist_root, tmp_pat
     straight = losses(tmp_path / "minred" / "straight")
     # stopped mid-stream after 5 steps (buffer, features and generator in the checkpoint), then resumed
     train_mod.main(tiny_cfg(fmnist_root, tmp_path, "run.name=split", "train.max_steps=5", "eval.datasets=[]", *SMALL))
+    # what a killed process would leave after its last checkpoint: a record of a later step, a torn line
+    with open(tmp_path / "minred" / "split" / "buffer_histogram.jsonl", "a") as f:
+        f.write(json.dumps({"step": 7, "stream_pos": 0, "hist": [99]}) + "\n" + '{"step": 8, "hi')
     res = train_mod.main(tiny_cfg(fmnist_root, tmp_path, "run.name=split", *SMALL))
     assert losses(tmp_path / "minred" / "split") == straight
+    side = [(tmp_path / "minred" / n / "buffer_histogram.jsonl").read_text() for n in ("straight", "split")]
+    assert side[0] == side[1]  # the buffer's side log purged to the resumed step, then continued
     assert res["fashion_mnist/knn_top1"] == ref["fashion_mnist/knn_top1"]
     hist = [json.loads(x) for x in (tmp_path / "minred" / "straight" / "buffer_histogram.jsonl").read_text().splitlines()]
     assert all(sum(h["hist"]) == 12 for h in hist)  # the buffer is full whenever a batch is drawn
