@@ -137,6 +137,22 @@ class PrunedCLIP(nn.Module):
         return scale * self.image_features(images, order) @ self.text_features().t()
 
 
+def load_predictor(predictor: nn.Module, path, rebuild: str | None = None) -> None:
+    """Predictor weights from ``path`` through ``shared.checkpoint.load_weights``; a file that does not fit
+    this predictor (another patch count or pool width) is an error naming it, and, for a run's own
+    intermediate file, how to rebuild it (``rebuild``)."""
+    from shared.checkpoint import CheckpointError, load_weights
+
+    state = load_weights(path, project="patch_ranking")
+    try:
+        predictor.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
+        raise CheckpointError(f"{path} does not fit this predictor ({predictor.num_patches} patches, pool width "
+                              f"{predictor.pool_dim}): {first}"
+                              + (f"; {rebuild}" if rebuild else "")) from None
+
+
 def build_model(cfg, classnames: list[str] | None = None, device: torch.device | str = "cpu") -> PrunedCLIP:
     """The model a config describes: CLIP (``clip.pretrained``: null = random init), the pruning stages,
     the predictor (weights from ``predictor.checkpoint`` if set), the method; with ``classnames``,
@@ -151,7 +167,7 @@ def build_model(cfg, classnames: list[str] | None = None, device: torch.device |
     elif p.features != "own":
         raise ValueError(f"predictor.features must be own or timm, got {p.features!r}")
     if p.checkpoint:
-        predictor.load_state_dict(torch.load(p.checkpoint, map_location=device, weights_only=True))
+        load_predictor(predictor, p.checkpoint)
     model = PrunedCLIP(bundle.model, bundle.tokenizer, cfg.prune.stages, method="none", predictor=predictor,
                        timm_features=timm_features, seed=int(cfg.run.seed),
                        tome_proportional=bool(cfg.prune.tome_proportional)).to(device)

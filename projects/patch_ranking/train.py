@@ -38,10 +38,14 @@ from shared.loop import Loop
 from shared.run import RunContext, start_run
 from projects.patch_ranking.data import build_dataset, few_shot, loader, subset, test_transform, train_transform
 from projects.patch_ranking.golden import GoldenConfig
-from projects.patch_ranking.model import PrunedCLIP, build_model
+from projects.patch_ranking.model import PrunedCLIP, build_model, load_predictor
 from projects.patch_ranking.predictor import MixerPredictor, ranking_kl_loss, top_overlap
 from projects.patch_ranking.pruning import depth, embed, grid_size, run_blocks
 from projects.patch_ranking.rankings import Rankings, image_id, load_rankings, new_rankings, rank_items
+
+# the hint for a run's own predictor.pt that does not load
+REBUILD_PREDICTOR = ("it is this run's predictor: delete predictor.pt and predictor.json from the run folder and run "
+                     "the same command again (phases=[predictor,eval]) to train it anew")
 
 log = logging.getLogger(__name__)
 PHASES = ("rank", "predictor", "prompts", "eval")
@@ -322,13 +326,13 @@ def main(cfg) -> dict:
     if "predictor" in phases:
         done = ctx.run_dir / "predictor.json"
         if done.is_file() and (ctx.run_dir / "predictor.pt").is_file():
-            model.predictor.load_state_dict(torch.load(ctx.run_dir / "predictor.pt", map_location=device))
+            load_predictor(model.predictor, ctx.run_dir / "predictor.pt", REBUILD_PREDICTOR)
             results["predictor"] = json.loads(done.read_text())
             work.skip(costs["predictor"])
         else:
             results["predictor"] = phase_predictor(ctx, cfg, ds, model, rankings, work, costs["predictor"])
     elif (ctx.run_dir / "predictor.pt").is_file() and not cfg.predictor.checkpoint:
-        model.predictor.load_state_dict(torch.load(ctx.run_dir / "predictor.pt", map_location=device))
+        load_predictor(model.predictor, ctx.run_dir / "predictor.pt", REBUILD_PREDICTOR)
     if "eval" in phases:
         results["eval"] = evaluate(model, ds, cfg, device, rankings.get("test"), prompts=False)
         work.advance(costs["eval"])

@@ -5,6 +5,7 @@ import pytest
 from projects.patch_ranking.reproduce import evidence, table
 from projects.patch_ranking.model import build_model
 from projects.patch_ranking.train import main
+from shared.checkpoint import CheckpointError
 from shared.config import load_config
 from tests.patch_ranking.conftest import tiny_cfg
 
@@ -41,3 +42,24 @@ def test_pipeline_end_to_end(synth_root, tmp_path):
     # a second call resumes from what is on disk
     again = main(tiny_cfg(synth_root, tmp_path))
     assert again["predictor"]["train_overlap"] == res["predictor"]["train_overlap"]
+    # the run's own predictor.pt, truncated: one error naming it and how to rebuild it
+    pt = tmp_path / "patch_ranking" / "demo" / "predictor.pt"
+    pt.write_bytes(pt.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match=r"predictor\.pt.*(complete|not a weights)"):
+        main(tiny_cfg(synth_root, tmp_path, "phases=[eval]"))
+
+
+def test_a_predictor_that_does_not_fit_is_named_with_the_rebuild_hint(tmp_path):
+    import torch
+
+    from projects.patch_ranking.model import load_predictor
+    from projects.patch_ranking.predictor import MixerPredictor
+
+    torch.save(MixerPredictor(16, 8).state_dict(), tmp_path / "p16.pt")
+    load_predictor(MixerPredictor(16, 8), tmp_path / "p16.pt")  # fits
+    with pytest.raises(CheckpointError, match=r"p16\.pt does not fit this predictor \(49 patches, pool width 8\).*"
+                                              r"delete predictor\.pt"):
+        load_predictor(MixerPredictor(49, 8), tmp_path / "p16.pt", "delete predictor.pt and predictor.json")
+    torch.save({"model": MixerPredictor(16, 8).state_dict(), "project": "ezvsl"}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="project 'ezvsl'"):
+        load_predictor(MixerPredictor(16, 8), tmp_path / "other.pt")
