@@ -9,6 +9,7 @@
 #       submits projects.<p>.train with that config through shared.launch (submitit; requeued on preemption).
 #       CLUSTER=local runs the same job as local subprocesses (a dry run of the submission).
 #   make bench-<p> [ARGS="--batch 64 ..."]      python -m projects.<p>.bench ARGS
+#   make bench [BUDGET_S=30] [ARGS="--projects a,b"]   every projects/<p>/bench.py -> results/bench/<device>.json
 #   make test-<p> [ARGS=...]                     pytest tests/<p>
 #   make test | test-fast | lint | report
 PYTHON ?= python3
@@ -50,7 +51,7 @@ pytest = $(PY) -m pytest $(1); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no 
 # multi-process ones (dist); the markers are registered in pyproject.toml. `make test` runs them all.
 FAST := -m 'not e2e and not slow and not dist'
 
-.PHONY: setup test test-fast test-claims lint report lock clean-venv
+.PHONY: setup test test-fast test-claims lint report lock bench clean-venv
 .SECONDARY:
 
 # the Debian data packages the demos and tests read (shared/data/debian_packages.py: installed with
@@ -101,6 +102,11 @@ ifneq ($(filter-out none,$(CLUSTER)),)
 else
 	$(PY) -m $(call entry,$*) $(if $(CONFIG),--config $(call cfg,$*,$(CONFIG)) $(CONFIG_ARGS_$*)) $(overrides)
 endif
+
+# every bench.py in its own process within BUDGET_S seconds (hard limit 3 x BUDGET_S + 60 s), one JSON per device
+BUDGET_S ?= 30
+bench: $(STAMP)
+	$(PY) -m shared.bench_suite --budget-s $(BUDGET_S) $(ARGS)
 
 bench-%: $(STAMP)
 	@test -f projects/$*/bench.py || { echo "projects/$*/bench.py not found"; exit 2; }

@@ -16,6 +16,9 @@ project's tables with the paper beside ours, the scale each was run at, and link
 A project without results files is listed as "not run" (with its README's hand-written results
 section, if it has one, quoted until it adopts the contract).
 
+Speed: every ``results/bench/<device>.json`` that ``make bench`` (shared/bench_suite.py) wrote becomes
+one table in RESULTS.md's "## Speed" section, one line per project.
+
 Plots: ``plot_curves`` draws a metric against the step or the training time (``budget/train_time_s``)
 for several runs from their ``metrics.jsonl``; ``plot_xy`` draws any named series (accuracy against
 noise rate per method); ``figure_to_tensorboard`` puts a figure in a run's TensorBoard.
@@ -361,7 +364,81 @@ def results_page(root: str | os.PathLike = REPO) -> str:
              f"the paper's number stands beside ours (\"-\": the paper has none for that row, \"{NOT_RUN}\": "
              "we have no number yet). Demo tables are small runs on generated or package-installed data "
              "(CPU), not the paper's setting.\n")
-    return intro + "\n" + "\n".join(summary) + "\n\n" + "\n\n".join(sections) + "\n"
+    speed = speed_section(root)
+    return intro + "\n" + "\n".join(summary) + "\n\n" + "\n\n".join(sections) + "\n" + \
+        (f"\n{speed}\n" if speed else "")
+
+
+# -------------------------------------------------------------------------------- Speed (make bench)
+BENCH_KEYS = ("device", "torch", "cuda", "date", "git", "budget_s", "projects")
+BENCH_RECORD_KEYS = ("what", "unit", "fp32", "bf16", "ratio", "tflops", "pct_bf16_peak", "peak_mem_gb", "status")
+
+
+def read_bench(root: str | os.PathLike = REPO) -> list[tuple[Path, dict]]:
+    """Every results/bench/*.json, by file name; a malformed file is an error naming it."""
+    out = []
+    for f in sorted((Path(root) / "results" / "bench").glob("*.json")):
+        try:
+            b = json.loads(f.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{f}: not valid JSON ({e})") from e
+        missing = [k for k in BENCH_KEYS if not isinstance(b, Mapping) or k not in b]
+        if missing:
+            raise ValueError(f"{f}: missing {missing} (a bench file has {list(BENCH_KEYS)}; written by make bench)")
+        for p, r in b["projects"].items():
+            gone = [k for k in BENCH_RECORD_KEYS if k not in r]
+            if gone:
+                raise ValueError(f"{f}: project {p!r} is missing {gone}")
+            for k in ("fp32", "bf16", "ratio", "tflops", "pct_bf16_peak", "peak_mem_gb"):
+                _number(r[k], f"{f}: {p}.{k}")
+        out.append((f, b))
+    return out
+
+
+def _rate(x: float | None, unit: str | None) -> str:
+    if x is None:
+        return "-"
+    digits = 0 if x >= 100 else 1 if x >= 10 else 2
+    return f"{x:.{digits}f} {unit or ''}".strip()
+
+
+def _opt(x: float | None, spec: str, suffix: str = "") -> str:
+    return "-" if x is None else f"{x:{spec}}{suffix}"
+
+
+def speed_table(b: Mapping) -> str:
+    """One device's bench file as a markdown table, one line per project."""
+    head = ["project", "what", "fp32", "bf16", "ratio", "TFLOP/s", "% bf16 peak", "peak mem", "status"]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for p, r in b["projects"].items():
+        tflops = "-" if r["tflops"] is None else f"{r['tflops']:.{2 if r['tflops'] >= 1 else 3}f}"
+        status = r["status"] + (f" ({r['error'][:120]})" if r["status"] != "ok" and r.get("error") else "")
+        cells = [p, r["what"] or "-", _rate(r["fp32"], r["unit"]), _rate(r["bf16"], r["unit"]),
+                 _opt(r["ratio"], ".2f", "x"), tflops, _opt(r["pct_bf16_peak"], ".1f", " %"),
+                 _opt(r["peak_mem_gb"], ".1f", " GB"), status]
+        out.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return "\n".join(out)
+
+
+def speed_section(root: str | os.PathLike = REPO) -> str:
+    """RESULTS.md's "## Speed": one table per results/bench/<device>.json; "" when there is none."""
+    benches = read_bench(root)
+    if not benches:
+        return ""
+    out = ["## Speed", "",
+           "Generated from `results/bench/<device>.json`, written by `make bench` (every project's bench.py in its "
+           "own process within its time budget, on the device present). fp32 and bf16: samples/s of what each "
+           "project times, without and with bf16 autocast, measured in the same run; ratio = bf16 / fp32. On the "
+           "CPU bf16 autocast is off (shared.amp runs fp32), so there is no bf16 number and TFLOP/s is the fp32 "
+           "run's; the benches run there at small sizes (see each bench.py). TFLOP/s and % of the dense bf16 peak: "
+           "of the bf16 run; peak mem: CUDA's max_memory_allocated in that run."]
+    for f, b in benches:
+        cuda = f", CUDA {b['cuda']}" if b.get("cuda") else ""
+        out += ["", f"### {b['device']} (torch {b['torch']}{cuda}, {b['date']}, git {b['git'] or '-'})", "",
+                f"`{f.relative_to(Path(root)).as_posix()}`: budget {b['budget_s']:g} s per project"
+                + (f", {b['cpu_threads']} CPU thread(s) each" if b.get("cpu_threads") else "")
+                + (f", `{b['command']}`." if b.get("command") else "."), "", speed_table(b)]
+    return "\n".join(out)
 
 
 def _anchor(title: str) -> str:

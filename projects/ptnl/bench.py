@@ -7,6 +7,12 @@ weights; steps/s, images/s, TFLOP/s (and % of bf16 peak on a known GPU), and the
 spent in the text tower. Timing: shared.benchmark (warm-up, CUDA synchronisation, median of repeats).
 
     python -m projects.ptnl.bench [--archs RN50 ViT-B-16] [--classes 100] [--batch 32] [--steps N] [--out bench.json]
+        [--budget-s S] [--summary-json PATH]
+
+``--budget-s`` (``make bench``): the seconds the whole bench may take; the repeats stop when a
+measurement's share is spent, and on the CPU the sizes default to ViT-B/16 alone, 10 classes, batch 4.
+``--summary-json``: the common record (shared.benchmark.summary) of ViT-B/16's step (else the first
+arch's), fp32 against bf16 autocast.
 """
 from __future__ import annotations
 
@@ -17,14 +23,18 @@ from pathlib import Path
 import torch
 
 from shared.amp import autocast
-from shared.benchmark import count_flops, peak_tflops, time_fn
+from shared.benchmark import (Budget, count_flops, peak_memory_gb, peak_tflops, reset_peak_memory, summary, time_fn,
+                              write_summary)
 from shared.clip.models import load_clip
 from projects.ptnl.losses import gce_loss
 from projects.ptnl.model import CoOpCLIP
 
 
 def bench_arch(arch: str, device: torch.device, classes: int, batch: int, steps: int, warmup: int,
-               variant: str) -> dict:
+               variant: str, budget: Budget | None = None, measurements_left: int = 2) -> dict:
+    """One (arch, precision) row; ``budget`` shares its time over the ``measurements_left`` timings
+    still to come (this row's two included)."""
+    budget = budget or Budget(None)
     torch.manual_seed(0)
     bundle = load_clip(arch, None, precision="fp16" if variant == "fp16_weights" else "fp32", device=device,
                        quick_gelu=True)
@@ -48,30 +58,49 @@ def bench_arch(arch: str, device: torch.device, classes: int, batch: int, steps:
             feats = model.text_features()
         feats.float().sum().backward()
 
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    t = time_fn(step, device, warmup=warmup, repeats=steps)
-    text = time_fn(text_only, device, warmup=1, repeats=max(1, steps // 2))
+    reset_peak_memory(device)
+    t = time_fn(step, device, warmup=warmup, repeats=steps, budget_s=budget.share(measurements_left))
+    mem = peak_memory_gb(device)
+    text = time_fn(text_only, device, warmup=1, repeats=max(1, steps // 2), budget_s=budget.share(measurements_left - 1))
     flops = count_flops(step)
     out = {"arch": arch, "variant": variant, "steps_per_s": 1 / t.median, "images_per_s": t.items_per_s(batch),
-           "step_s": t.median, "spread": t.spread, "text_tower_share": min(1.0, text.median / t.median),
+           "step_s": t.median, "spread": t.spread, "repeats": len(t.seconds), "text_tower_share": min(1.0, text.median / t.median),
            "tflops": t.tflops(flops), "percent_of_bf16_peak": t.percent_of_peak(flops, peak_tflops(device))}
-    if device.type == "cuda":
-        out["max_mem_gb"] = torch.cuda.max_memory_allocated() / 2 ** 30
+    if mem is not None:
+        out["max_mem_gb"] = mem
     return out
+
+
+def common_record(res: dict, budget_s: float | None) -> dict:
+    """ViT-B/16's step (else the first arch's): fp32 against bf16 autocast (CUDA only: on the CPU
+    shared.amp runs fp32) in images/s."""
+    archs = [r["arch"] for r in res["results"]]
+    arch = "ViT-B-16" if "ViT-B-16" in archs else archs[0]
+    rows = {r["variant"]: r for r in res["results"] if r["arch"] == arch}
+    fp32, bf16 = rows["fp32"], rows.get("bf16_autocast")
+    run = bf16 or fp32
+    return summary(f"CoOp training step, CLIP {arch}, {res['classes']} classes, batch {res['batch']}", "images/s",
+                   fp32["images_per_s"], bf16 and bf16["images_per_s"], run["tflops"], run["percent_of_bf16_peak"],
+                   run.get("max_mem_gb"), budget_s, res)
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--archs", nargs="+", default=["RN50", "ViT-B-16"])
-    p.add_argument("--classes", type=int, default=100)
-    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--archs", nargs="+", default=None, help="default RN50 ViT-B-16 (CPU with --budget-s: ViT-B-16)")
+    p.add_argument("--classes", type=int, default=None, help="default 100 (CPU with --budget-s: 10)")
+    p.add_argument("--batch", type=int, default=None, help="default 32 (CPU with --budget-s: 4)")
     p.add_argument("--steps", type=int, default=None, help="timed steps (default: 20 on CUDA, 1 on CPU)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 3 on CUDA, 1 on CPU)")
     p.add_argument("--out", default=None)
+    p.add_argument("--budget-s", type=float, default=None, help="seconds the bench may take (make bench)")
+    p.add_argument("--summary-json", default=None, help="write make bench's common record here")
     a = p.parse_args(argv)
+    budget = Budget(a.budget_s)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cuda = device.type == "cuda"
+    small = not cuda and a.budget_s is not None
+    a.archs = a.archs or (["ViT-B-16"] if small else ["RN50", "ViT-B-16"])
+    a.classes, a.batch = a.classes or (10 if small else 100), a.batch or (4 if small else 32)
     steps = a.steps or (20 if cuda else 1)
     warmup = a.warmup if a.warmup is not None else (3 if cuda else 1)
     # shared.amp runs every setting in fp32 on the CPU, so the precision variants exist on CUDA only
@@ -79,10 +108,12 @@ def main(argv=None) -> dict:
     res = {"device": torch.cuda.get_device_name() if cuda else f"cpu ({torch.get_num_threads()} threads)",
            "torch": torch.__version__, "classes": a.classes, "batch": a.batch, "steps": steps, "results": []}
     print(f"[{res['device']}] CoOp training step, {a.classes} classes, batch {a.batch}, random weights", flush=True)
+    left = 2 * len(a.archs) * len(variants)
     for arch in a.archs:
         base = None
         for v in variants:
-            r = bench_arch(arch, device, a.classes, a.batch, steps, warmup, v)
+            r = bench_arch(arch, device, a.classes, a.batch, steps, warmup, v, budget, left)
+            left -= 2
             base = base or r["steps_per_s"]
             r["speedup_vs_fp32"] = r["steps_per_s"] / base
             res["results"].append(r)
@@ -93,6 +124,8 @@ def main(argv=None) -> dict:
                   + (f"  {r['max_mem_gb']:.1f} GB" if "max_mem_gb" in r else ""), flush=True)
     if a.out:
         Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
+    if a.summary_json:
+        write_summary(a.summary_json, common_record(res, a.budget_s))
     return res
 
 
