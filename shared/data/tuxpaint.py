@@ -140,10 +140,11 @@ PLACEMENTS = ("free", "cells")
 
 
 def compose(stamps: list[Stamp], size: int, rng: np.random.Generator, min_frac=0.3, max_frac=0.45,
-            placement: str = "free"):
+            placement: str = "free", max_overlap: float = 0.25, tries: int = 20):
     """Paste the stamps on a random background. ``placement="free"``: each at a random place, its longer
-    side ``min_frac``-``max_frac`` of the frame side, overlapping earlier ones by < 25 % where 20 tries
-    allow; ``"cells"``: the frame split into 2-3 cells (``demo_av.split_cells``: halves, or a half and two
+    side ``min_frac``-``max_frac`` of the frame side, overlapping earlier ones by < ``max_overlap`` (25 %)
+    where ``tries`` (20) tries allow (``max_overlap=0``: boxes disjoint, an error when the tries do not
+    allow); ``"cells"``: the frame split into 2-3 cells (``demo_av.split_cells``: halves, or a half and two
     quarters), one stamp per cell filling 80-95 % of it, so objects never overlap and sit off-centre.
     Returns the RGB frame, the pixel boxes (x0, y0, x1, y1, end-exclusive) and the (size, size) 0/1 alpha
     mask of each stamp (occlusion by later stamps removed)."""
@@ -161,14 +162,19 @@ def compose(stamps: list[Stamp], size: int, rng: np.random.Generator, min_frac=0
             x0 = int(cx0 + rng.uniform(0, cx1 - cx0 - bw))
             y0 = int(cy0 + rng.uniform(0, cy1 - cy0 - bh))
         else:
-            for _ in range(20):  # rejection-sample a place that overlaps earlier boxes by < 25 %
+            for _ in range(tries):  # rejection-sample a place that overlaps earlier boxes by < max_overlap
                 side = int(size * rng.uniform(min_frac, max_frac))
                 scale = side / max(w, h)
                 bw, bh = max(1, int(w * scale)), max(1, int(h * scale))
                 x0, y0 = int(rng.integers(0, size - bw + 1)), int(rng.integers(0, size - bh + 1))
-                ok = all(_overlap((x0, y0, x0 + bw, y0 + bh), b) < 0.25 for b in boxes)
+                ok = all((_overlap((x0, y0, x0 + bw, y0 + bh), b) < max_overlap) if max_overlap > 0 else
+                         _overlap((x0, y0, x0 + bw, y0 + bh), b) == 0 for b in boxes)
                 if ok:
                     break
+            else:
+                if max_overlap <= 0:
+                    raise ValueError(f"no place for {len(stamps)} disjoint objects at {min_frac}-{max_frac} of a "
+                                     f"{size} px frame in {tries} tries")
         im = st.rgba.resize((bw, bh), Image.BICUBIC)
         if rng.random() < 0.5:
             im = im.transpose(Image.FLIP_LEFT_RIGHT)
@@ -291,6 +297,112 @@ def make_tuxpaint_av(root: str | Path, n_train: int = 600, n_test: int = 80, n_d
                                 "distractor_pictures": [str(p.png) for p in others_pool if not hasattr(p, "ogg")],
                                 "settings": settings}, indent=1))
     log.info("tuxpaint demo set written to %s", root)
+    return root
+
+
+# categories whose stamps' own recordings are the object's sound (symbols, road signs and the roll call are speech)
+TWO_OBJECT_CATEGORIES = ("animals", "hobbies", "household", "seasonal", "vehicles", "naturalforces", "space", "food")
+
+
+def sounding_stamps(stamps_dir: Path = STAMPS, categories=TWO_OBJECT_CATEGORIES, sample_rate: int = 11025,
+                    min_seconds: float = 0.3) -> list[Stamp]:
+    """Every stamp of ``categories`` with a recording of its own (``<name>.ogg`` beside ``<name>.png``),
+    at least ``min_seconds`` long after trimming, sorted by path; each is its own class (its stem)."""
+    stamps_dir = Path(stamps_dir)
+    if not stamps_dir.is_dir():
+        raise FileNotFoundError(f"{stamps_dir} not found: {HOW_TO_GET}")
+    out = []
+    for png in sorted(stamps_dir.rglob("*.png")):
+        rel = png.relative_to(stamps_dir)
+        if rel.parts[0] not in categories or not png.with_suffix(".ogg").is_file():
+            continue
+        try:
+            st = Stamp(png.stem, png.with_suffix(""), sample_rate)
+        except IndexError:  # an all-zero recording: nothing to hear
+            continue
+        if len(st.wave) >= min_seconds * sample_rate:
+            out.append(st)
+    return out
+
+
+TWO_OBJECT_SPLITS = ("train", "val", "test")
+
+
+def make_tuxpaint_two_objects(root: str | Path, n_train: int = 600, n_val: int = 80, n_test: int = 80,
+                              size: int = 224, duration: float = 1.0, sample_rate: int = 11025,
+                              prefix: str = "two", seed: int = 0, stamps_dir: Path = STAMPS,
+                              object_frac: tuple[float, float] = (0.3, 0.45),
+                              split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
+                              disjoint_objects: bool = True,
+                              categories: tuple[str, ...] = TWO_OBJECT_CATEGORIES) -> Path:
+    """Two-object frames: two DIFFERENT sounding stamps at random, non-overlapping places (boxes disjoint;
+    longer side ``object_frac`` of the frame), the audio a crop of ONE of them (the heard one, either with
+    equal chance), its box the ground truth. The same layout as ``make_tuxpaint_av``:
+
+        <root>/<split>/frames/<id>.jpg  <root>/<split>/audio/<id>.wav      split = train, val, test
+        <root>/metadata/<prefix>_train.txt  <prefix>_val.csv  <prefix>_test.csv   "id,class of the heard object"
+        <root>/metadata/<prefix>_{val,test}.json   VGG-SS style: [{"file", "class", "bbox": [[x0, y0, x1, y1]],
+                                                    "class_other", "bbox_other": [x0, y0, x1, y1]}] normalised
+        <root>/<split>/masks/<id>.pkl   the heard object's alpha mask (val and test)
+        <root>/metadata/<prefix>_classes.json  the objects of each split and the settings (written last)
+
+    Objects (``sounding_stamps``: each stamp with its own recording is one picture + one recording) are
+    shuffled with ``seed`` and split ``split_fractions`` into train / val / test objects, so with
+    ``disjoint_objects`` (default) no picture or recording of one split appears in another; with
+    ``disjoint_objects=False`` every split draws from all objects (new compositions only); ``categories``:
+    the stamp folders drawn from (``TWO_OBJECT_CATEGORIES``, 91 objects in the Debian package). Deterministic
+    in the arguments; a complete set made with the same arguments is kept, one made with others replaced."""
+    root = Path(root)
+    done = root / "metadata" / f"{prefix}_classes.json"
+    settings = {"kind": "two_objects", "n_train": n_train, "n_val": n_val, "n_test": n_test, "size": size,
+                "duration": duration, "sample_rate": sample_rate, "seed": seed, "object_frac": list(object_frac),
+                "split_fractions": list(split_fractions), "disjoint_objects": disjoint_objects,
+                "stamps_dir": str(stamps_dir), "categories": list(categories)}
+    if done.is_file():
+        old = json.loads(done.read_text()).get("settings")
+        if old == json.loads(json.dumps(settings)):
+            return root
+        log.warning("%s was made with other settings (%s); making it again", root, old)
+        for sub in (*TWO_OBJECT_SPLITS, "metadata"):
+            shutil.rmtree(root / sub, ignore_errors=True)
+    stamps = sounding_stamps(stamps_dir, categories, sample_rate=sample_rate)
+    rng = np.random.default_rng(seed)
+    order = [stamps[i] for i in rng.permutation(len(stamps))]
+    if disjoint_objects:
+        cuts = np.floor(np.cumsum(split_fractions) / sum(split_fractions) * len(order)).astype(int)
+        pools = dict(zip(TWO_OBJECT_SPLITS, (order[:cuts[0]], order[cuts[0]:cuts[1]], order[cuts[1]:])))
+    else:
+        pools = {s: order for s in TWO_OBJECT_SPLITS}
+    for split, pool in pools.items():
+        if len(pool) < 2:
+            raise ValueError(f"the {split} split has {len(pool)} objects ({len(stamps)} in all); it needs two")
+    n = int(round(duration * sample_rate))
+    (root / "metadata").mkdir(parents=True, exist_ok=True)
+    for split, count in (("train", n_train), ("val", n_val), ("test", n_test)):
+        pool, rows, records = pools[split], [], []
+        for i in range(count):
+            a, b = (int(x) for x in rng.choice(len(pool), 2, replace=False))
+            frame, boxes, masks = compose([pool[a], pool[b]], size, rng, *object_frac, placement="free",
+                                          max_overlap=0.0, tries=200)
+            heard = int(rng.integers(0, 2))
+            st, other = (pool[a], pool[b]) if heard == 0 else (pool[b], pool[a])
+            vid = f"{split}_{i:05d}"
+            _write_pair(root, split, vid, frame, sound_crop(st, n, rng), sample_rate)
+            rows.append((vid, st.name))
+            if split != "train":
+                norm = lambda bx: [bx[0] / size, bx[1] / size, bx[2] / size, bx[3] / size]  # noqa: E731
+                records.append({"file": vid, "class": st.name, "bbox": [norm(boxes[heard])],
+                                "class_other": other.name, "bbox_other": norm(boxes[1 - heard])})
+                (root / split / "masks").mkdir(parents=True, exist_ok=True)
+                with open(root / split / "masks" / f"{vid}.pkl", "wb") as f:
+                    pickle.dump(masks[heard], f)
+        name = f"{prefix}_train.txt" if split == "train" else f"{prefix}_{split}.csv"
+        (root / "metadata" / name).write_text("".join(f"{v},{c}\n" for v, c in rows))
+        if split != "train":
+            (root / "metadata" / f"{prefix}_{split}.json").write_text(json.dumps(records))
+    done.write_text(json.dumps({"objects": {s: {st.name: [str(st.png), str(st.ogg)] for st in pool}
+                                            for s, pool in pools.items()}, "settings": settings}, indent=1))
+    log.info("tuxpaint two-object set written to %s", root)
     return root
 
 
