@@ -86,8 +86,10 @@ test-%: $(STAMP)
 	@test -d tests/$* || { echo "no test folder tests/$* (there are: $(filter-out __init__.py,$(notdir $(wildcard tests/*))))"; exit 2; }
 	@$(call pytest,tests/$* $(ARGS))
 
+# ruff's checks, and code repeated across projects (tools/check_duplicates.py: 6+ identical lines belong in shared/)
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) tools/check_duplicates.py
 
 report: $(STAMP)
 	$(PY) -m shared.report

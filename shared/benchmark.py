@@ -199,3 +199,28 @@ def write_summary(path: str | os.PathLike, record: dict) -> None:
     from shared.checkpoint import atomic_write_text
 
     atomic_write_text(path, json.dumps(validate_summary(record), indent=2, default=str) + "\n")
+
+
+def add_output_args(parser, out_default: str | None = None) -> None:
+    """The options every bench.py takes: ``--out`` (its full result as JSON), and ``--budget-s`` /
+    ``--summary-json`` that ``make bench`` (shared/bench_suite.py) passes."""
+    parser.add_argument("--out", default=out_default, help="write the bench's full result here (JSON)")
+    parser.add_argument("--budget-s", type=float, default=None, help="seconds the bench may take (make bench)")
+    parser.add_argument("--summary-json", default=None, help="write make bench's common record here")
+
+
+def write_outputs(args, result: dict, common_record: Callable[[], dict]) -> dict:
+    """Write ``result`` to ``args.out`` and ``common_record()`` to ``args.summary_json`` where given."""
+    from shared.checkpoint import atomic_write_text
+
+    if args.out:
+        atomic_write_text(args.out, json.dumps(result, indent=2, default=str) + "\n")
+    if args.summary_json:
+        write_summary(args.summary_json, common_record())
+    return result
+
+
+def parse_bench_args(parser, argv=None):
+    """``(args, Budget(args.budget_s))`` from a bench's parser (which has ``add_output_args``)."""
+    args = parser.parse_args(argv)
+    return args, Budget(args.budget_s)

@@ -23,6 +23,8 @@ a root config takes such a section with ``inherit: shared`` inside it and adds o
 """
 from __future__ import annotations
 
+import argparse
+
 import copy
 import difflib
 import os
@@ -318,6 +320,15 @@ def check_ranges(tree: dict, free: frozenset = frozenset(), where: str = "") -> 
             if not _in_range(x, lo, hi, lo_in, hi_in):
                 at = f"{key}[{i}]" if isinstance(v, list) else key
                 raise ConfigError(f"config key '{at}' = {x!r}: must be {_interval(lo, hi, lo_in, hi_in)} ({meaning})")
+
+
+def config_arg_parser(description: str | None = None) -> argparse.ArgumentParser:
+    """The command line of an entry that runs one config: ``--config FILE`` then ``key=value`` overrides
+    (read them with ``load_config(a.config, a.overrides)``); add the entry's own options to it."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="a YAML config (projects/<p>/configs/<name>.yaml)")
+    p.add_argument("overrides", nargs="*", help="dotted key=value overrides")
+    return p
 
 
 def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> Config:

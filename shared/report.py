@@ -159,6 +159,21 @@ def write_results(project: str, table: str, rows: Iterable[Mapping], *, scale: s
     return path
 
 
+
+def save_table(project: str, table: str, rows: list[dict], official: bool, out_dir: str | os.PathLike, **meta) -> Path:
+    """A table beside the runs (``<out_dir>/<table>_results_table.json`` and ``.md``, always) and, when
+    ``official`` (the demo as configured), the committed ``projects/<project>/results/<table>.json``
+    through ``write_results``. Returns the file the README blocks read, or the local JSON."""
+    from shared.checkpoint import atomic_write_text
+
+    rows = validate_rows(rows, table)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    local = out_dir / f"{table}_results_table.json"
+    atomic_write_text(local, json.dumps({"table": table, **meta, "rows": rows}, indent=2, default=str) + "\n")
+    atomic_write_text(local.with_suffix(".md"), markdown_table(rows, pivot=True) + "\n")
+    return write_results(project, table, rows, **meta) if official else local
+
 def read_results(project: str, root: str | os.PathLike = REPO) -> list[dict]:
     """Every table of a project (``demo`` first, then by name); a malformed file is an error naming it."""
     d = results_dir(project, root)

@@ -296,6 +296,17 @@ class RunContext:
             atomic_write_text(path, json.dumps(results, indent=2) + "\n")
         return path
 
+    def finish(self, results: dict, paper=None) -> dict:
+        """The end of a training entry: ``results["paper"]`` (the config's paper numbers, or None) set,
+        results.json written and logged on rank 0, the context closed, all ranks waiting for it."""
+        results["paper"] = dict(paper) if paper else None
+        if dist.is_main():
+            self.write_results(results)
+            log.info("results: %s", results)
+        self.close()
+        dist.barrier()
+        return results
+
     def close(self) -> None:
         if self.logger is not None:
             self.logger.close()

@@ -22,14 +22,12 @@ without autocast: the "full fp32" row).
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 import torch
 
 from shared.amp import autocast
 from shared.benchmark import (Budget, count_flops, peak_memory_gb, peak_tflops, reset_peak_memory, summary, time_fn,
-                              write_summary)
+                              add_output_args, parse_bench_args, write_outputs)
 from shared.config import load_config
 from projects.accel_ssl.compression import Setting
 from projects.accel_ssl.model import build_model
@@ -160,12 +158,9 @@ def main(argv=None) -> dict:
     p.add_argument("--methods", default="mocov3,simclr,dino", help="comma-separated")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--check-graph-breaks", action="store_true", help="count torch.compile graph breaks per setting")
-    p.add_argument("--out", default=None)
-    p.add_argument("--budget-s", type=float, default=None, help="seconds the bench may take (make bench)")
-    p.add_argument("--summary-json", default=None, help="write make bench's common record here")
+    add_output_args(p)
     p.add_argument("overrides", nargs="*", help="config overrides (key=value)")
-    a = p.parse_args(argv)
-    budget = Budget(a.budget_s)
+    a, budget = parse_bench_args(p, argv)
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     if cuda:
@@ -191,11 +186,7 @@ def main(argv=None) -> dict:
             print(f"[{res['device']}] {m:7s} {arch} b={r['batch']:<4d} {name:24s} {v['img_s']:9.1f} img/s  "
                   f"{v['gflops_per_img']:8.2f} GFLOP/img  {v['tflops_s']:7.2f} TFLOP/s  {pct}  "
                   f"speed-up {v['speedup']:.2f}x (FLOP ratio {v['flop_ratio']:.2f}x, spread {100 * v['spread']:.0f} %){gb}")
-    if a.out:
-        Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
-    if a.summary_json:
-        write_summary(a.summary_json, common_record(res, a.budget_s))
-    return res
+    return write_outputs(a, res, lambda: common_record(res, a.budget_s))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ shared.amp runs fp32, the fp32 step alone).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -26,8 +25,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from shared.amp import autocast
-from shared.benchmark import (Budget, Timing, count_flops, peak_memory_gb, peak_tflops, reset_peak_memory, summary,
-                              time_fn, write_summary)
+from shared.benchmark import (Timing, count_flops, peak_memory_gb, peak_tflops, reset_peak_memory, summary,
+                              time_fn, add_output_args, parse_bench_args, write_outputs)
 from shared.config import load_config
 from shared.data.robust import collate_skipping_bad
 from projects.ezvsl.losses import mil_contrastive_loss
@@ -93,11 +92,8 @@ def main(argv=None) -> dict:
     p.add_argument("--workers", type=int, default=None,
                    help="default 8 (on the CPU with --budget-s at most the number of cores)")
     p.add_argument("--data-root", default=None, help="an EZ-VSL-layout folder; default: a generated demo set")
-    p.add_argument("--out", default=None)
-    p.add_argument("--budget-s", type=float, default=None, help="seconds the bench may take (make bench)")
-    p.add_argument("--summary-json", default=None, help="write make bench's common record here")
-    a = p.parse_args(argv)
-    budget = Budget(a.budget_s)
+    add_output_args(p)
+    a, budget = parse_bench_args(p, argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cuda = device.type == "cuda"
     small = not cuda and a.budget_s is not None
@@ -147,11 +143,7 @@ def main(argv=None) -> dict:
     need = res["step_bf16_cl_clips_s"] / res["loader_1worker_decode_clips_s"]
     print(f"workers needed to feed the bf16 step while decoding: {need:.1f}; "
           f"from the cache: {res['step_bf16_cl_clips_s'] / res['loader_1worker_cached_clips_s']:.1f}")
-    if a.out:
-        Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
-    if a.summary_json:
-        write_summary(a.summary_json, common_record(res, a.budget_s))
-    return res
+    return write_outputs(a, res, lambda: common_record(res, a.budget_s))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from torchvision.transforms import InterpolationMode
 from shared.data.audio import MediaError, load_audio_clip
 from shared.data.cache import NpyCache
 from shared.data.images import load_image
-from shared.data.index import DatasetError, check_ids, read_id_list, require_dir
+from shared.data.index import DatasetError, check_ids, eval_set_folder, read_id_list, require_dir
 from shared.data.robust import BadSample
 from shared.data.spectrogram import linear_log_spectrogram
 from shared.metrics.localization import gt_map_from_boxes
@@ -171,11 +171,7 @@ def train_set(cfg) -> AVPairs:
 
 def eval_set(cfg, name: str) -> AVPairs:
     d = cfg.data
-    if name not in cfg.eval.sets:
-        raise KeyError(f"evaluation set '{name}' is not defined in eval.sets ({', '.join(cfg.eval.sets)})")
-    s = cfg.eval.sets[name]
-    root = require_dir(d.root, "data root (data.root)", HOW_TO_GET)
-    pair_dir = require_dir(root / s.dir, f"evaluation set '{name}' folder", HOW_TO_GET)
+    s, root, pair_dir = eval_set_folder(cfg, name, HOW_TO_GET)
     ids = read_id_list(root / d.metadata_dir / s.ids, what=f"'{name}' id list")
     if s.boxes == "flickr":
         ann = require_dir(root / s.annotations, f"'{name}' Flickr annotation folder", HOW_TO_GET)

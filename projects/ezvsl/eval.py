@@ -8,7 +8,6 @@ AP50, AUC and mean cIoU (shared.metrics.localization).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from pathlib import Path
@@ -19,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from shared.amp import autocast
 from shared.checkpoint import CheckpointManager, load_weights
-from shared.config import load_config
+from shared.config import config_arg_parser, load_config
 from shared.data.robust import BadSampleMonitor, collate_skipping_bad
 from shared.logging import progress
 from shared.metrics.localization import ciou, minmax, summarize, upsample_maps
@@ -143,9 +142,7 @@ def with_paper(cfg, name: str, metrics: dict) -> dict:
 def main(argv=None) -> dict:
     from shared import dist
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True)
-    p.add_argument("overrides", nargs="*")
+    p = config_arg_parser(__doc__)
     a = p.parse_args(argv)
     cfg = load_config(a.config, a.overrides)
     logging.basicConfig(level=logging.INFO)

@@ -17,14 +17,12 @@ PATH``: the common record (shared.benchmark.summary) of the first method's step,
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 import torch
 
 from shared.amp import autocast
-from shared.benchmark import (Budget, count_flops, peak_memory_gb, peak_tflops, reset_peak_memory, summary, time_fn,
-                              write_summary)
+from shared.benchmark import (count_flops, peak_memory_gb, peak_tflops, reset_peak_memory, summary, time_fn,
+                              add_output_args, parse_bench_args, write_outputs)
 from shared.config import load_config
 from projects.latent_mim.optim import build_optimizer
 from projects.latent_mim.model import build_model
@@ -83,12 +81,9 @@ def main(argv=None) -> dict:
     p.add_argument("--methods", default="latent_mim,mae")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--repeats", type=int, default=None)
-    p.add_argument("--out", default=None)
-    p.add_argument("--budget-s", type=float, default=None, help="seconds the bench may take (make bench)")
-    p.add_argument("--summary-json", default=None, help="write make bench's common record here")
+    add_output_args(p)
     p.add_argument("overrides", nargs="*")
-    a = p.parse_args(argv)
-    budget = Budget(a.budget_s)
+    a, budget = parse_bench_args(p, argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -121,11 +116,7 @@ def main(argv=None) -> dict:
     result = {"device": name, "arch": a.arch, "compile": a.compile, "rows": rows}
     if fp32_rows:
         result["fp32_rows"] = fp32_rows
-    if a.out:
-        Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
-    if a.summary_json:
-        write_summary(a.summary_json, common_record(result, a.budget_s))
-    return result
+    return write_outputs(a, result, lambda: common_record(result, a.budget_s))
 
 
 if __name__ == "__main__":

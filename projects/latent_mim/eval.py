@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
-from shared.amp import autocast
-from shared.data.robust import collate_skipping_bad
-from shared.logging import progress
+from shared.metrics.features import extract_features
 from shared.metrics.knn import knn_accuracy
 from shared.metrics.linear_probe import train_linear_probe
 from projects.latent_mim.data import dataset, num_classes
@@ -37,21 +34,8 @@ def encode(encoder, images: torch.Tensor, feature: str = "patch_mean_prenorm") -
 @torch.no_grad()
 def extract(encoder, ds, device, batch_size: int, workers: int = 0, feature: str = "patch_mean_prenorm",
             amp: str = "bf16", desc: str = "features") -> tuple[torch.Tensor, torch.Tensor]:
-    was = encoder.training
-    encoder.eval()
-    feats, labels = [], []
-    loader = DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate_skipping_bad)
-    for batch in progress(loader, desc=desc):
-        if "views" not in batch:
-            continue
-        with autocast(device, amp):
-            f = encode(encoder, batch["views"].to(device, non_blocking=True), feature)
-        feats.append(f.float().cpu())
-        labels.append(batch["label"])
-    encoder.train(was)
-    if not feats:
-        raise RuntimeError(f"{desc}: no readable image")
-    return torch.cat(feats), torch.cat(labels)
+    return extract_features(encoder, ds, device, batch_size, workers, amp, desc,
+                            encode=lambda x: encode(encoder, x, feature))
 
 
 def leave_one_out_nn(feats: torch.Tensor, labels: torch.Tensor, chunk: int = 1024) -> float:

@@ -142,12 +142,7 @@ def main(cfg) -> dict:
             from projects.latent_mim.segmentation import save_segmentations
 
             results["segmentation_figure"] = str(save_segmentations(model.encoder, cfg, device, ctx.run_dir))
-        results["paper"] = dict(cfg.paper) if cfg.paper else None
-        ctx.write_results(results)
-        log.info("results: %s", results)
-    ctx.close()
-    dist.barrier()
-    return results
+    return ctx.finish(results, cfg.paper)
 
 
 if __name__ == "__main__":

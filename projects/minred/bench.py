@@ -17,14 +17,12 @@ in chunk samples/s, fp32 against bf16 (on CUDA the bench times that step once mo
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from shared.benchmark import (Budget, Timing, count_flops, peak_memory_gb, peak_tflops, reset_peak_memory, summary,
-                              time_fn, write_summary)
+from shared.benchmark import (Timing, count_flops, peak_memory_gb, peak_tflops, reset_peak_memory, summary,
+                              time_fn, add_output_args, parse_bench_args, write_outputs)
 from projects.minred.buffer import max_coverage_eviction
 from projects.minred.model import SimSiam, build_optimizer, simsiam_loss
 
@@ -97,11 +95,8 @@ def main(argv=None) -> dict:
     p.add_argument("--img-size", type=int, default=None, help="default 224 on CUDA, 64 on the CPU (32 with --budget-s)")
     p.add_argument("--repeats", type=int, default=5 if cuda else 2)
     p.add_argument("--fp32", action="store_true", help="official precision for the step (default bf16 on CUDA)")
-    p.add_argument("--out", default="runs/minred/bench.json")
-    p.add_argument("--budget-s", type=float, default=None, help="seconds the bench may take (make bench)")
-    p.add_argument("--summary-json", default=None, help="write make bench's common record here")
-    a = p.parse_args(argv)
-    budget = Budget(a.budget_s)
+    add_output_args(p, out_default="runs/minred/bench.json")
+    a, budget = parse_bench_args(p, argv)
     small = not cuda and a.budget_s is not None
     a.dims = a.dims or ("512" if small else "512,2048")
     a.chunk = a.chunk or (32 if small else 64)
@@ -136,12 +131,7 @@ def main(argv=None) -> dict:
                   + (f" (peak {ev['eviction_peak_mb']:.0f} MB; dense matrix {ev['dense_matrix_mb']:.0f} MB)" if cuda else "")
                   + f" | {arch} step at {a.img_size}px x {a.chunk}: {1e3 * st:8.1f} ms | eviction share of a chunk "
                   f"with {a.updates} steps: {100 * row['eviction_share']:.1f} %", flush=True)
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2) + "\n")
-    if a.summary_json:
-        write_summary(a.summary_json, common_record(res, step, a.budget_s))
-    return res
+    return write_outputs(a, res, lambda: common_record(res, step, a.budget_s))
 
 
 if __name__ == "__main__":

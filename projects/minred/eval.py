@@ -11,14 +11,13 @@ Writes <run>/continual.json.
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import torch
 
 from shared.checkpoint import load_weights
-from shared.config import load_config
+from shared.config import config_arg_parser, load_config
 from shared.run import run_dir_of
 from projects.minred.probes import continual_metrics, evaluate_backbone
 from projects.minred.data import probe_sets
@@ -57,9 +56,7 @@ def per_split_accuracy(pred: torch.Tensor, labels: torch.Tensor, split_of: dict[
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True)
-    p.add_argument("overrides", nargs="*")
+    p = config_arg_parser(__doc__)
     a = p.parse_args(argv)
     cfg = load_config(a.config, a.overrides)
     e = cfg.eval

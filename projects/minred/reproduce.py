@@ -30,7 +30,7 @@ import torch
 
 from shared.checkpoint import atomic_write_text
 from shared.config import load_config
-from shared.report import markdown_table, validate_rows, write_results
+from shared.report import markdown_table, save_table
 from shared.run import run_dir_of
 from projects.minred.data import eval_sets, probe_sets
 from projects.minred.model import build_model
@@ -239,20 +239,9 @@ def paper_scale(rows: list[dict]) -> str:
 
 
 # ----------------------------------------------------------------------------------------- writing
-def save_table(table: str, rows: list[dict], official: bool, out_dir: Path, **meta) -> Path:
-    """The table beside the runs (``<table>_results_table.json`` / ``.md``, always) and, for the demo as
-    configured, the committed ``projects/minred/results/<table>.json``."""
-    rows = validate_rows(rows, table)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    local = out_dir / f"{table}_results_table.json"
-    atomic_write_text(local, json.dumps({"table": table, **meta, "rows": rows}, indent=2, default=str) + "\n")
-    atomic_write_text(local.with_suffix(".md"), markdown_table(rows, pivot=True) + "\n")
-    return write_results("minred", table, rows, **meta) if official else local
-
-
 def write_paper_table(overrides, official: bool, out_dir: Path) -> list[dict]:
     rows = paper_rows(overrides)
-    save_table("paper", rows, official, out_dir, scale=paper_scale(rows),
+    save_table("minred", "paper", rows, official, out_dir, scale=paper_scale(rows),
                command="python -m projects.minred.reproduce --paper-table",
                title="Paper tables (official README) and ours",
                notes="Linear top-1 (%) on the frozen backbone; forgetting in absolute points (our definition: README).")
@@ -300,7 +289,7 @@ def main(argv=None) -> dict:
         fig = (FIGURES if official else out) / "buffer_classes.png"
         plot_histograms(buffers, fig)
         figures.append((str(fig), "class share of each buffer along the stream (FIFO vs MinRed)"))
-    save_table("demo", rows, official, out, scale=demo_scale(base_cfg, res), figures=figures,
+    save_table("minred", "demo", rows, official, out, scale=demo_scale(base_cfg, res), figures=figures,
                command="make reproduce-minred  (= python -m projects.minred.reproduce)",
                title="Demo: buffers on a correlated Fashion-MNIST stream (CPU)",
                notes=demo_notes(res, base_cfg.eval.test_size))

@@ -163,13 +163,7 @@ def main(cfg) -> dict:
         with loop.paused():
             results.update(evaluate_backbone(model, cfg, device, data_mod.probe_sets(cfg)))
         loop.log({f"eval/{k}": v for k, v in results.items() if isinstance(v, float) and "/" in k})
-    results["paper"] = dict(cfg.paper) if cfg.paper else None
-    if dist.is_main():
-        ctx.write_results(results)
-        log.info("results: %s", results)
-    ctx.close()
-    dist.barrier()
-    return results
+    return ctx.finish(results, cfg.paper)
 
 
 if __name__ == "__main__":

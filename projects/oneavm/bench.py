@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from shared.benchmark import (Budget, count_flops, peak_memory_gb, peak_tflops, reset_peak_memory, summary, time_fn,
-                              write_summary)
+from shared.benchmark import (count_flops, peak_memory_gb, peak_tflops, reset_peak_memory, summary, time_fn,
+                              add_output_args, parse_bench_args, write_outputs)
 from shared.config import load_config
 from shared.data.robust import collate_skipping_bad
 
@@ -93,12 +93,9 @@ def main(argv=None) -> dict:
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--data-root", default=None, help="clips for the loader test (default: a generated tuxpaint set)")
-    p.add_argument("--out", default=None)
-    p.add_argument("--budget-s", type=float, default=None, help="seconds the bench may take (make bench)")
-    p.add_argument("--summary-json", default=None, help="write make bench's common record here")
+    add_output_args(p)
     p.add_argument("overrides", nargs="*")
-    a = p.parse_args(argv)
-    budget = Budget(a.budget_s)
+    a, budget = parse_bench_args(p, argv)
     cfg = load_config(a.config, ["model.image_weights=null", *a.overrides])
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     batch = a.batch or (4 if device.type == "cpu" and a.budget_s is not None else cfg.optim.batch_size)
@@ -123,11 +120,7 @@ def main(argv=None) -> dict:
     best = max(res["loader_clips_per_s"].values())
     res["loader_keeps_up_with_bf16_step"] = bool(best >= res["bf16_channels_last"]["clips_per_s"])
     print(json.dumps(res, indent=2))
-    if a.out:
-        Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
-    if a.summary_json:
-        write_summary(a.summary_json, common_record(res, a.budget_s))
-    return res
+    return write_outputs(a, res, lambda: common_record(res, a.budget_s))
 
 
 if __name__ == "__main__":

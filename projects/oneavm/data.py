@@ -39,7 +39,7 @@ from torchvision.transforms import InterpolationMode
 
 from shared.data.audio import MediaError, center_crop_or_tile, load_audio
 from shared.data.images import load_image
-from shared.data.index import DatasetError, require_dir
+from shared.data.index import DatasetError, eval_set_folder, require_dir
 from shared.data.robust import BadSample
 from shared.metrics.localization import gt_map_from_boxes
 
@@ -283,11 +283,7 @@ def eval_set(cfg, name: str, classes: list[str] | None = None) -> AVClips:
     """The clips of ``eval.sets.<name>``; ids without annotations are an error (or skipped and reported
     with data.skip_missing)."""
     d = cfg.data
-    if name not in cfg.eval.sets:
-        raise KeyError(f"evaluation set '{name}' is not defined in eval.sets ({', '.join(cfg.eval.sets)})")
-    s = cfg.eval.sets[name]
-    root = require_dir(d.root, "data root (data.root)", HOW_TO_GET)
-    pair_dir = require_dir(root / s.dir, f"evaluation set '{name}' folder", HOW_TO_GET)
+    s, root, pair_dir = eval_set_folder(cfg, name, HOW_TO_GET)
     if s.get("list"):
         rows = read_list(root / d.metadata_dir / s.list)
     elif s.get("pairs"):  # a separation set without its own list: the clips the pairs name

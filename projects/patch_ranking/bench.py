@@ -22,14 +22,12 @@ record (shared.benchmark.summary) of the pruned encoder with the predictor, fp32
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 import torch
 
 from shared.amp import autocast
 from shared.benchmark import (Budget, peak_memory_gb, peak_tflops, reset_peak_memory, summary, time_fn,
-                              write_summary)
+                              add_output_args, parse_bench_args, write_outputs)
 from projects.patch_ranking.eval import count_encoder_flops
 from shared.clip.models import load_clip
 from projects.patch_ranking.model import PrunedCLIP
@@ -133,20 +131,13 @@ def main(argv=None) -> dict:
     p.add_argument("--keep", type=float, default=0.6)
     p.add_argument("--layer", type=int, default=3)
     p.add_argument("--repeats", type=int, default=None, help="default: 20 on CUDA, 3 on CPU")
-    p.add_argument("--out", default=None)
-    p.add_argument("--budget-s", type=float, default=None, help="seconds the bench may take (make bench)")
-    p.add_argument("--summary-json", default=None, help="write make bench's common record here")
-    a = p.parse_args(argv)
-    budget = Budget(a.budget_s)
+    add_output_args(p)
+    a, budget = parse_bench_args(p, argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     batch = a.batch or (256 if device.type == "cuda" else 2 if a.budget_s is not None else 8)
     r = run(a.arch, batch, a.keep, a.layer, a.repeats or (20 if device.type == "cuda" else 3), device, budget)
     print(report(r), flush=True)
-    if a.out:
-        Path(a.out).write_text(json.dumps(r, indent=2) + "\n")
-    if a.summary_json:
-        write_summary(a.summary_json, common_record(r, a.budget_s))
-    return r
+    return write_outputs(a, r, lambda: common_record(r, a.budget_s))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from shared.checkpoint import atomic_write_text
 from shared.config import load_config
-from shared.report import markdown_table, plot_xy, validate_rows, write_results
+from shared.report import markdown_table, save_table, plot_xy
 from shared.run import run_dir_of
 
 HERE = Path(__file__).resolve().parent
@@ -236,20 +236,9 @@ def paper_scale(rows: list[dict]) -> str:
 
 
 # ----------------------------------------------------------------------------------------- writing
-def save_table(table: str, rows: list[dict], official: bool, out_dir: Path, **meta) -> Path:
-    """The table beside the run (``<table>_results_table.json`` / ``.md``, always) and, for the demo as
-    configured, the committed ``projects/patch_ranking/results/<table>.json``."""
-    rows = validate_rows(rows, table)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    local = out_dir / f"{table}_results_table.json"
-    atomic_write_text(local, json.dumps({"table": table, **meta, "rows": rows}, indent=2, default=str) + "\n")
-    atomic_write_text(local.with_suffix(".md"), markdown_table(rows, pivot=True) + "\n")
-    return write_results("patch_ranking", table, rows, **meta) if official else local
-
-
 def write_paper_table(overrides, official: bool, out_dir: Path) -> list[dict]:
     rows = paper_rows(overrides)
-    save_table("paper", rows, official, out_dir, scale=paper_scale(rows),
+    save_table("patch_ranking", "paper", rows, official, out_dir, scale=paper_scale(rows),
                command="python -m projects.patch_ranking.reproduce --paper-table",
                title="Paper table (official README, ViT-B/16) and ours on the real data",
                notes="Ours: FLOPs counted by FlopCounterMode, 2 per multiply-add, attention included; the paper's "
@@ -290,7 +279,7 @@ def main(argv=None) -> dict:
     atomic_write_text(run_dir / "results_table.md", text)
     name = "demo" if demo else Path(a.config).stem
     fig = figure(res, (FIGURES if official else run_dir / "figures") / f"{name}_accuracy_vs_keep.png")
-    save_table(name, demo_rows(res), official, run_dir, scale=demo_scale(cfg, res),
+    save_table("patch_ranking", name, demo_rows(res), official, run_dir, scale=demo_scale(cfg, res),
                figures=[(str(fig), "zero-shot top-1 vs the fraction of patches kept, per method")],
                command="make reproduce-patch_ranking  (= python -m projects.patch_ranking.reproduce)" if demo else
                f"python -m projects.patch_ranking.reproduce --config {a.config} {' '.join(a.overrides)}".strip(),

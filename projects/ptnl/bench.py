@@ -17,14 +17,12 @@ arch's), fp32 against bf16 autocast.
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 import torch
 
 from shared.amp import autocast
 from shared.benchmark import (Budget, count_flops, peak_memory_gb, peak_tflops, reset_peak_memory, summary, time_fn,
-                              write_summary)
+                              add_output_args, parse_bench_args, write_outputs)
 from shared.clip.models import load_clip
 from projects.ptnl.losses import gce_loss
 from projects.ptnl.model import CoOpCLIP
@@ -91,11 +89,8 @@ def main(argv=None) -> dict:
     p.add_argument("--batch", type=int, default=None, help="default 32 (CPU with --budget-s: 4)")
     p.add_argument("--steps", type=int, default=None, help="timed steps (default: 20 on CUDA, 1 on CPU)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 3 on CUDA, 1 on CPU)")
-    p.add_argument("--out", default=None)
-    p.add_argument("--budget-s", type=float, default=None, help="seconds the bench may take (make bench)")
-    p.add_argument("--summary-json", default=None, help="write make bench's common record here")
-    a = p.parse_args(argv)
-    budget = Budget(a.budget_s)
+    add_output_args(p)
+    a, budget = parse_bench_args(p, argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cuda = device.type == "cuda"
     small = not cuda and a.budget_s is not None
@@ -122,11 +117,7 @@ def main(argv=None) -> dict:
                   f"x{r['speedup_vs_fp32']:.2f} vs fp32  text tower {100 * r['text_tower_share']:.0f}% of the step  "
                   f"{r['tflops']:.3f} TFLOP/s" + (f" ({peak:.1f}% of bf16 peak)" if peak is not None else "")
                   + (f"  {r['max_mem_gb']:.1f} GB" if "max_mem_gb" in r else ""), flush=True)
-    if a.out:
-        Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
-    if a.summary_json:
-        write_summary(a.summary_json, common_record(res, a.budget_s))
-    return res
+    return write_outputs(a, res, lambda: common_record(res, a.budget_s))
 
 
 if __name__ == "__main__":

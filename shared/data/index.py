@@ -17,6 +17,16 @@ def require_dir(path: str | os.PathLike, what: str, how: str = "") -> Path:
     return path
 
 
+def eval_set_folder(cfg, name: str, how: str = ""):
+    """``(spec, data root, set folder)`` of ``cfg.eval.sets.<name>`` (``dir`` under ``data.root``); an
+    undefined set or a missing folder is a DatasetError naming it (``how``: how to get the data)."""
+    if name not in cfg.eval.sets:
+        raise KeyError(f"evaluation set '{name}' is not defined in eval.sets ({', '.join(cfg.eval.sets)})")
+    spec = cfg.eval.sets[name]
+    root = require_dir(cfg.data.root, "data root (data.root)", how)
+    return spec, root, require_dir(root / spec.dir, f"evaluation set '{name}' folder", how)
+
+
 def read_id_list(path: str | os.PathLike, column: int = 0, what: str = "id list") -> list[str]:
     """Ids from a .txt (one per line) or .csv (``column`` of each row); blank lines ignored."""
     path = Path(path)

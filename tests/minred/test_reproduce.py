@@ -4,6 +4,8 @@ import json
 
 import pytest
 
+import shared.report
+
 from shared.config import load_yaml
 from projects.minred import reproduce as rp
 
@@ -83,7 +85,7 @@ def fake_demo(tmp_path, monkeypatch):
     monkeypatch.setattr(rp, "classes_in_buffer", lambda cfg: 9.0)
     monkeypatch.setattr(rp, "plot_histograms", lambda cfgs, path: path.parent.mkdir(parents=True, exist_ok=True)
                         or path.write_bytes(b"png"))
-    monkeypatch.setattr(rp, "write_results", lambda project, table, rows, **kw: calls.append((project, table, kw)))
+    monkeypatch.setattr(shared.report, "write_results", lambda project, table, rows, **kw: calls.append((project, table, kw)))
     return tmp_path, calls
 
 

@@ -4,6 +4,8 @@ import json
 
 import pytest
 
+import shared.report
+
 from shared.config import load_yaml
 from projects.patch_ranking import reproduce as rp
 
@@ -84,7 +86,7 @@ def fake_demo(tmp_path, monkeypatch):
     monkeypatch.setattr(rp, "FIGURES", tmp_path / "committed_figures")
     monkeypatch.setattr(rp, "prepare_demo", lambda cfg: {"prepare_s": 0.0})
     monkeypatch.setattr(train, "main", lambda cfg: hand_made_results())
-    monkeypatch.setattr(rp, "write_results", lambda project, table, rows, **kw: calls.append((project, table, kw)))
+    monkeypatch.setattr(shared.report, "write_results", lambda project, table, rows, **kw: calls.append((project, table, kw)))
     return tmp_path, calls
 
 
