@@ -378,6 +378,7 @@ def _check_config(cfg: Config, run_dir: Path) -> None:
                 "\n  ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in changes))
 
 
+_FILES = "_folder_files"  # inputs.json: the file list of each folder input, to say what changed
 SMALL_FILE = 1 << 20  # folder fingerprints read files up to this size; larger ones count by size
 
 
@@ -387,6 +388,27 @@ def _file_digest(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 22), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def folder_manifest(path: Path) -> dict[str, str]:
+    """``{relative path: "<size>:<sha256 or ->"}`` of the files below ``path`` (contents read up to
+    ``SMALL_FILE`` bytes; larger files count by size)."""
+    out = {}
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        size = f.stat().st_size
+        out[f.relative_to(path).as_posix()] = f"{size}:{_file_digest(f) if size <= SMALL_FILE else '-'}"
+    return out
+
+
+def _manifest_digest(manifest: dict[str, str]) -> str:
+    h = hashlib.sha256()
+    for rel, entry in manifest.items():
+        size, digest = entry.split(":", 1)
+        h.update(f"{rel}\t{size}\t".encode())
+        if digest != "-":
+            h.update(digest.encode())
+        h.update(b"\n")
+    return "folder-sha256:" + h.hexdigest()
 
 
 def fingerprint_path(value) -> str | None:
@@ -399,15 +421,21 @@ def fingerprint_path(value) -> str | None:
     if path.is_file():
         return "sha256:" + _file_digest(path)
     if path.is_dir():
-        h = hashlib.sha256()
-        for f in sorted(p for p in path.rglob("*") if p.is_file()):
-            size = f.stat().st_size
-            h.update(f"{f.relative_to(path).as_posix()}\t{size}\t".encode())
-            if size <= SMALL_FILE:
-                h.update(_file_digest(f).encode())
-            h.update(b"\n")
-        return "folder-sha256:" + h.hexdigest()
+        return _manifest_digest(folder_manifest(path))
     return f"value:{value}"
+
+
+def _folder_changes(before: dict[str, str] | None, now: dict[str, str], most: int = 8) -> str:
+    """The files added, removed and changed between two folder manifests, ``most`` named of each."""
+    if before is None:
+        return ""
+    parts = []
+    for what, names in (("added", sorted(set(now) - set(before))), ("removed", sorted(set(before) - set(now))),
+                        ("changed", sorted(k for k in now if k in before and now[k] != before[k]))):
+        if names:
+            more = f" (+{len(names) - most} more)" if len(names) > most else ""
+            parts.append(f"{len(names)} {what}: {', '.join(names[:most])}{more}")
+    return "; ".join(parts)
 
 
 def _config_value(cfg: Config, key: str):
@@ -435,8 +463,11 @@ def _check_inputs(cfg: Config, run_dir: Path) -> dict:
     before they were recorded, unless ``run.allow_config_change`` or ``run.resume=never``; then record and
     return them."""
     now = input_fingerprints(cfg)
+    folders = {k: folder_manifest(Path(str(_config_value(cfg, k))).expanduser()) for k, v in now.items()
+               if v and v.startswith("folder-sha256:")}
     record = run_dir / "inputs.json"
     before = json.loads(record.read_text()) if record.is_file() else None
+    before_files = (before or {}).pop(_FILES, {}) if isinstance(before, dict) else {}
     overridden = cfg.run.get("allow_config_change", False) or cfg.run.get("resume") == "never"
     if now and _produced(run_dir) and not overridden:
         if before is None:
@@ -445,14 +476,16 @@ def _check_inputs(cfg: Config, run_dir: Path) -> dict:
             changed = [k for k in now if k in before and before[k] != now[k]]
         if changed:
             what = "\n  ".join(f"{k} = {_config_value(cfg, k)!r}: "
-                               f"{'unrecorded' if before is None else before[k]} -> {now[k]}" for k in changed)
+                               f"{'unrecorded' if before is None else before[k]} -> {now[k]}"
+                               + (f"\n    files {c}" if (c := _folder_changes(before_files.get(k), folders.get(k, {})))
+                                  else "") for k in changed)
             raise ConfigChanged(
                 f"{run_dir} was made from other inputs than the config names now (or before they were recorded):"
                 f"\n  {what}\nIts checkpoints and results do not belong to these files. Give this run another "
                 "run.name, start it over with run.resume=never (the old files move to restarts/), or adopt the "
                 "current files on purpose with run.allow_config_change=true.")
-    if now and before != now:
-        atomic_write_text(record, json.dumps(now, indent=1) + "\n")
+    if now and (before != now or before_files != folders):
+        atomic_write_text(record, json.dumps({**now, _FILES: folders} if folders else now, indent=1) + "\n")
     return now
 
 

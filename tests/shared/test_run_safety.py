@@ -209,9 +209,15 @@ def test_a_folder_made_from_other_input_files_is_refused(tmp_path):
     assert fingerprint_path(moved) == recorded["data.root"]    # the path is not part of a folder's fingerprint
     start_run(cfg(f"data.root={moved}")).close()
     (moved / "frames" / "a.jpg").write_bytes(b"\x02" * 10)     # regenerated: same names and sizes, other pixels
-    with pytest.raises(ConfigChanged, match=r"(?s)other inputs.*data.root.*folder-sha256:"):
+    with pytest.raises(ConfigChanged, match=r"(?s)other inputs.*data.root.*folder-sha256:.*files 1 changed: frames/a.jpg"):
         start_run(cfg(f"data.root={moved}"))
     assert json.loads((run_dir / "inputs.json").read_text()) == recorded  # untouched
+    (moved / "frames" / "b.jpg").write_bytes(b"\x03")                 # and one added, one removed: each named
+    (moved / "list.txt").unlink()
+    with pytest.raises(ConfigChanged, match=r"files 1 added: frames/b.jpg; 1 removed: list.txt; 1 changed: frames/a.jpg"):
+        start_run(cfg(f"data.root={moved}"))
+    (moved / "frames" / "b.jpg").unlink()
+    (moved / "list.txt").write_text("a\n")
     weights.write_bytes(b"weights-2")
     with pytest.raises(ConfigChanged, match="model.weights"):
         start_run(cfg(f"data.root={moved}"))
