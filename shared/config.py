@@ -24,7 +24,6 @@ a root config takes such a section with ``inherit: shared`` inside it and adds o
 from __future__ import annotations
 
 import argparse
-
 import copy
 import difflib
 import os

@@ -17,6 +17,7 @@ import copy
 import torch
 from torch import nn
 
+from shared.config import ConfigError
 from projects.latent_mim.decoder import CrossDecoder, MAEDecoder
 from projects.latent_mim.encoder import build_encoder
 from projects.latent_mim.losses import (avg_pairwise_sim, avg_sim_regularizer, norm_l2_loss, patch_infonce_loss,
@@ -152,8 +153,24 @@ class PixelMAE(nn.Module):
 METHODS = {"latent_mim": LatentMIM, "mae": PixelMAE}
 
 
+def check_sizes(cfg) -> None:
+    """The sizes derived from the config fit the patch grid, checked before any run folder or data is made:
+    a ConfigError naming the key the user set (model.num_vis, model.mae_mask_ratio) and what fits."""
+    m = cfg.model
+    if m.method not in METHODS:
+        raise ConfigError(f"model.method must be one of {sorted(METHODS)}, got {m.method!r}")
+    n = int(m.grid_size) ** 2
+    if m.method == "mae":
+        vis = int(round(n * (1 - float(m.mae_mask_ratio))))
+        if not 0 < vis < n:
+            raise ConfigError(f"model.mae_mask_ratio={m.mae_mask_ratio} leaves {vis} of the {n} patches "
+                              f"(model.grid_size={m.grid_size} squared) visible; it must leave between 1 and {n - 1}")
+    elif not 0 < int(m.num_vis) < n:
+        raise ConfigError(f"model.num_vis={m.num_vis} visible patches do not fit the {n} patches of the grid "
+                          f"(model.grid_size={m.grid_size} squared): give 1 to {n - 1}")
+
+
 def build_model(cfg) -> nn.Module:
     """The model a config describes, randomly initialised (seeded by the caller)."""
-    if cfg.model.method not in METHODS:
-        raise ValueError(f"model.method must be one of {sorted(METHODS)}, got {cfg.model.method!r}")
+    check_sizes(cfg)
     return METHODS[cfg.model.method](cfg)

@@ -28,7 +28,7 @@ from shared.loop import Loop
 from shared.run import start_run
 from projects.latent_mim.data import dataset
 from projects.latent_mim.eval import evaluate_encoder
-from projects.latent_mim.model import build_model
+from projects.latent_mim.model import build_model, check_sizes
 from projects.latent_mim.optim import build_optimizer, lr_at, momentum_at, peak_lr, sim_target_at
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,7 @@ class _null:
 
 
 def main(cfg) -> dict:
+    check_sizes(cfg)
     ctx = start_run(cfg)
     device, world = ctx.device, dist.world_size()
     o = cfg.optim
