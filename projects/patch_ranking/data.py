@@ -20,7 +20,7 @@ from shared.clip.transforms import clip_test_transform, coop_train_transform
 def build_dataset(cfg) -> FewShotDataset:
     d = cfg.data
     return load_dataset(d.dataset, d.root, dataset_dir=d.dataset_dir, image_dir=d.image_dir, split_file=d.split_file,
-                        template=d.template)
+                        template=d.template, readme="projects/patch_ranking/README.md")
 
 
 def load_cfg_clip(cfg, device: torch.device | str = "cpu") -> ClipBundle:

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 def build_dataset(cfg) -> FewShotDataset:
     d = cfg.data
     return load_dataset(d.dataset, d.root, dataset_dir=d.dataset_dir, image_dir=d.image_dir,
-                        split_file=d.split_file, template=d.template)
+                        split_file=d.split_file, template=d.template, readme="projects/ptnl/README.md")
 
 
 def load_cfg_clip(cfg, device, arch: str | None = None):

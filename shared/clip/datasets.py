@@ -38,7 +38,7 @@ from shared.clip.templates import clean_classname, template_for
 from shared.data.images import load_image
 
 HOW_TO_GET = ("See CoOp's DATASETS.md (github.com/KaiyangZhou/CoOp/blob/main/DATASETS.md) for the download "
-              "links of the images and of the split_zhou_*.json files, and projects/ptnl/README.md.")
+              "links of the images and of the split_zhou_*.json files.")
 
 
 @dataclass(frozen=True)
@@ -211,10 +211,21 @@ def read_image_folder(root: str | os.PathLike) -> dict[str, list[Datum]]:
 
 
 def load_dataset(name: str, root: str | os.PathLike, dataset_dir: str | None = None, image_dir: str | None = None,
-                 split_file: str | None = None, template: str | None = None) -> FewShotDataset:
+                 split_file: str | None = None, template: str | None = None,
+                 readme: str | None = None) -> FewShotDataset:
     """One of CoOp's eleven datasets (by its CoOp or PTNL config name), or a custom one: a CoOp-style
     split file over an images folder (give dataset_dir, image_dir and split_file), or
-    ``name="ImageFolder"`` with ``dataset_dir`` in the generic layout."""
+    ``name="ImageFolder"`` with ``dataset_dir`` in the generic layout. ``readme``: the calling project's
+    README, named in a missing-file error as where its data layout is described."""
+    try:
+        return _load_dataset(name, root, dataset_dir, image_dir, split_file, template)
+    except FileNotFoundError as e:
+        if readme is None:
+            raise
+        raise FileNotFoundError(f"{e} The layout this project reads: {readme}#data") from None
+
+
+def _load_dataset(name, root, dataset_dir, image_dir, split_file, template) -> FewShotDataset:
     root = Path(root).expanduser()
     name = resolve_name(name)
     spec = SPECS.get(name)

@@ -35,6 +35,8 @@ def test_coop_dataset_errors_name_the_path(root, tmp_path):
     (tmp_path / "dtd" / "images").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match="split_zhou_DescribableTextures.json"):
         D.load_dataset("DescribableTextures", tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"split_zhou_.*CoOp's DATASETS.md.* projects/patch_ranking/README.md#data"):
+        D.load_dataset("dtd", tmp_path, readme="projects/patch_ranking/README.md")   # the caller's own README
     (tmp_path / "dtd" / "split_zhou_DescribableTextures.json").write_text(json.dumps({"train": [["a.jpg", 0]]}))
     with pytest.raises(ValueError, match="relpath, label, classname"):
         D.load_dataset("ssdtd", tmp_path)
